@@ -1,0 +1,1 @@
+//! The reasoning task (see issue 3).
