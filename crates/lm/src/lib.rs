@@ -1,0 +1,13 @@
+//! `lm`: the Qwen2 language model of the paper (spec §4) on burn 0.21, with Hugging Face-compatible
+//! checkpoints, a task tokenizer, a training loop with exact resume, and the sampling engine shared by RL and
+//! evaluation. Generic over `B: Backend`; [`Cpu`] is the default backend, CUDA is behind the `cuda` feature.
+
+pub mod config;
+pub mod device;
+pub mod model;
+pub mod rng;
+
+pub use config::ModelConfig;
+pub use device::{Cpu, CpuNdArray, CpuFlex, DeviceSpec};
+pub use model::{KvCache, Qwen2, cross_entropy};
+pub use rng::Rng;
