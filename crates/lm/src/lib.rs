@@ -2,10 +2,14 @@
 //! checkpoints, a task tokenizer, a training loop with exact resume, and the sampling engine shared by RL and
 //! evaluation. Generic over `B: Backend`; [`Cpu`] is the default backend, CUDA is behind the `cuda` feature.
 
+pub mod checkpoint;
 pub mod config;
 pub mod device;
+pub mod export;
+pub mod bench;
 pub mod model;
 pub mod rng;
+pub mod tokenizer;
 
 pub use config::ModelConfig;
 pub use device::{Cpu, CpuNdArray, CpuFlex, DeviceSpec};

@@ -1,0 +1,1 @@
+pub fn main(_args: &[String]) -> anyhow::Result<()> { anyhow::bail!("todo") }
