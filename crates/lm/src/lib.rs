@@ -4,12 +4,15 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod export;
 pub mod bench;
 pub mod model;
 pub mod rng;
+pub mod sample;
 pub mod tokenizer;
+pub mod train;
 
 pub use config::ModelConfig;
 pub use device::{Cpu, CpuNdArray, CpuFlex, DeviceSpec};

@@ -60,6 +60,14 @@ impl<B: Backend> KvCache<B> {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
+    /// Keeps only the given batch rows (in this order), e.g. to drop finished sequences while sampling.
+    pub fn retain_rows(&mut self, rows: &[usize]) {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), [rows.len()]), &k.device());
+            *k = k.clone().select(0, idx.clone());
+            *v = v.clone().select(0, idx);
+        }
+    }
 }
 
 /// Host-side parameter tensor: name (our internal name), shape `[rows, cols]`, row-major values.
@@ -220,6 +228,13 @@ impl<B: Backend> Qwen2<B> {
         // Tied output head: logits = h · Eᵀ.
         let [b, t, d] = h.dims();
         h.reshape([b * t, d]).matmul(self.embed.val().transpose()).reshape([b, t, self.vocab])
+    }
+
+    /// Logits `[batch, vocab]` of the last position only (what sampling needs; skips the other positions' head).
+    pub fn forward_last(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>, left_pad: &[usize]) -> Tensor<B, 2> {
+        let h = self.hidden_states(tokens, cache, left_pad);
+        let [b, t, d] = h.dims();
+        h.narrow(1, t - 1, 1).reshape([b, d]).matmul(self.embed.val().transpose())
     }
 
     /// Final normalised hidden states `[batch, seq, hidden]` (before the output head).

@@ -1,0 +1,400 @@
+//! The training loop, nanoGPT style: packed blocks, AdamW, linear warm-up then cosine to a minimum LR,
+//! global-norm gradient clipping, gradient accumulation, a token budget, periodic held-out loss, and
+//! checkpoints that resume exactly (model, AdamW moments, data cursor, step) — on CPU bit for bit.
+//!
+//! Checkpoint directory = HF model files (`model.safetensors`, `config.json`) + `optimizer.safetensors`
+//! (AdamW first/second moments, named `m.<param>` / `v.<param>`) + `train_state.json`.
+
+use crate::checkpoint::{load_model, read_safetensors, save_model, write_safetensors};
+use crate::config::ModelConfig;
+use crate::data::{Batch, Cursor, LossOn, PackedData};
+use crate::model::{Qwen2, cross_entropy};
+use anyhow::{Context, Result, ensure};
+use burn::module::{AutodiffModule, Param};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const STATE_FILE: &str = "train_state.json";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Tokens per block (the context length used in training).
+    pub seq_len: usize,
+    /// Blocks per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Training stops after this many input tokens (rounded down to whole steps).
+    pub token_budget: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+    /// Fraction of the steps spent warming up linearly from 0.
+    pub warmup_frac: f64,
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    /// Global gradient-norm bound (0 disables clipping).
+    pub grad_clip: f64,
+    pub loss_on: LossOn,
+    /// Held-out loss every N steps (0: never), over `eval_blocks` fixed blocks.
+    pub eval_every: usize,
+    pub eval_blocks: usize,
+    /// Checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seq_len: 256,
+            batch_size: 16,
+            grad_accum: 1,
+            token_budget: 4_000_000,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_frac: 0.05,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            grad_clip: 1.0,
+            loss_on: LossOn::All,
+            eval_every: 0,
+            eval_blocks: 16,
+            checkpoint_every: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn tokens_per_step(&self) -> u64 {
+        (self.seq_len * self.batch_size * self.grad_accum) as u64
+    }
+    pub fn total_steps(&self) -> usize {
+        (self.token_budget / self.tokens_per_step()) as usize
+    }
+    /// Learning rate at optimizer step `step` (0-based): linear warm-up, then cosine from `lr` to `min_lr`.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let total = self.total_steps().max(1);
+        let warm = ((self.warmup_frac * total as f64).round() as usize).max(1);
+        if step < warm {
+            return self.lr * (step + 1) as f64 / warm as f64;
+        }
+        let progress = ((step - warm) as f64 / (total - warm).max(1) as f64).min(1.0);
+        self.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * (self.lr - self.min_lr)
+    }
+}
+
+/// Everything besides weights and moments that a resume needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// Input tokens consumed (the compute measure that mid-training and RL are matched on, spec §5).
+    pub tokens_seen: u64,
+    pub cursor: Cursor,
+    pub config: TrainConfig,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StepStats {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub tokens_seen: u64,
+}
+
+/// AdamW (decoupled weight decay, bias-corrected moments, as `torch.optim.AdamW`). Weight decay applies
+/// to matrices and embeddings only, not to norm weights and biases (nanoGPT's grouping).
+pub struct AdamW<B: Backend> {
+    pub m: Vec<Tensor<B, 2>>,
+    pub v: Vec<Tensor<B, 2>>,
+    decay: Vec<bool>,
+}
+
+pub struct Trainer<B: AutodiffBackend> {
+    pub model: Qwen2<B>,
+    pub model_config: ModelConfig,
+    pub opt: AdamW<B::InnerBackend>,
+    pub data: PackedData,
+    pub state: TrainState,
+    device: B::Device,
+}
+
+fn decays(cfg: &ModelConfig) -> Vec<bool> {
+    Qwen2::<burn_flex::Flex>::param_shapes(cfg).iter().map(|(n, _)| !(n.ends_with("norm") || n.ends_with("bqkv"))).collect()
+}
+
+pub fn batch_tensors<B: Backend>(b: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+    let shape = [b.rows, b.seq_len];
+    (
+        Tensor::from_data(TensorData::new(b.inputs.clone(), shape), device),
+        Tensor::from_data(TensorData::new(b.targets.clone(), shape), device),
+        Tensor::from_data(TensorData::new(b.weights.clone(), shape), device),
+    )
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    pub fn new(model: Qwen2<B>, model_config: ModelConfig, config: TrainConfig, mut data: PackedData, device: B::Device) -> Self {
+        let zeros: Vec<Tensor<B::InnerBackend, 2>> = model.params().iter().map(|p| p.val().inner().zeros_like()).collect();
+        data.cursor = Cursor { epoch: 0, block: 0 };
+        Trainer {
+            opt: AdamW { m: zeros.clone(), v: zeros, decay: decays(&model_config) },
+            model,
+            model_config,
+            data,
+            state: TrainState { step: 0, tokens_seen: 0, cursor: Cursor { epoch: 0, block: 0 }, config },
+            device,
+        }
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.state.config
+    }
+
+    pub fn done(&self) -> bool {
+        self.state.step >= self.state.config.total_steps()
+    }
+
+    /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches.
+    pub fn step(&mut self) -> StepStats {
+        let tc = self.state.config.clone();
+        let params = self.model.params();
+        let mut grads_acc: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; params.len()];
+        let mut loss_sum = 0.0;
+        for _ in 0..tc.grad_accum {
+            let batch = self.data.next_batch(tc.batch_size);
+            let (x, y, w) = batch_tensors::<B>(&batch, &self.device);
+            let loss = cross_entropy(self.model.forward(x, None), y, w);
+            let grads = (loss.clone() / tc.grad_accum as f64).backward();
+            loss_sum += loss.into_scalar().elem::<f64>();
+            for (acc, p) in grads_acc.iter_mut().zip(&params) {
+                let g = p.val().grad(&grads).expect("every parameter gets a gradient");
+                *acc = Some(match acc.take() {
+                    None => g,
+                    Some(a) => a + g,
+                });
+            }
+        }
+        let grads: Vec<Tensor<B::InnerBackend, 2>> = grads_acc.into_iter().map(|g| g.expect("grad_accum >= 1")).collect();
+
+        // Global-norm clipping (as torch.nn.utils.clip_grad_norm_), not burn's per-tensor clipping.
+        let sq: Vec<Tensor<B::InnerBackend, 1>> = grads.iter().map(|g| g.clone().square().sum()).collect();
+        let grad_norm = Tensor::cat(sq, 0).sum().into_scalar().elem::<f64>().sqrt();
+        let scale = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip { tc.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
+
+        let lr = tc.lr_at(self.state.step);
+        let t = (self.state.step + 1) as i32;
+        let (bc1, bc2) = (1.0 - tc.beta1.powi(t), 1.0 - tc.beta2.powi(t));
+        let params = self.model.params_mut();
+        for (i, (p, g)) in params.into_iter().zip(grads).enumerate() {
+            let g = if scale != 1.0 { g * scale } else { g };
+            let m = self.opt.m[i].clone() * tc.beta1 + g.clone() * (1.0 - tc.beta1);
+            let v = self.opt.v[i].clone() * tc.beta2 + g.square() * (1.0 - tc.beta2);
+            let mut w = p.val().inner();
+            if self.opt.decay[i] && tc.weight_decay > 0.0 {
+                w = w * (1.0 - lr * tc.weight_decay);
+            }
+            let update = (m.clone() / bc1) / ((v.clone() / bc2).sqrt() + tc.eps);
+            let w = w - update * lr;
+            self.opt.m[i] = m;
+            self.opt.v[i] = v;
+            *p = Param::initialized(p.id, Tensor::from_inner(w).require_grad());
+        }
+        self.state.step += 1;
+        self.state.tokens_seen += tc.tokens_per_step();
+        self.state.cursor = self.data.cursor;
+        StepStats { step: self.state.step, loss: loss_sum / tc.grad_accum as f64, lr, grad_norm, tokens_seen: self.state.tokens_seen }
+    }
+
+    /// Mean loss over the first `blocks` blocks of `held_out` (read from its start each time; no gradients).
+    pub fn eval_loss(&self, held_out: &mut PackedData, blocks: usize) -> f64 {
+        eval_loss(&self.model.valid(), held_out, blocks, self.state.config.batch_size, &self.device)
+    }
+
+    /// Writes a resumable checkpoint into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        save_model(dir, &self.model, &self.model_config)?;
+        let names = Qwen2::<B>::param_shapes(&self.model_config);
+        let mut tensors = vec![];
+        for (kind, moments) in [("m", &self.opt.m), ("v", &self.opt.v)] {
+            for ((name, shape), t) in names.iter().zip(moments) {
+                let values = t.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+                tensors.push((format!("{kind}.{name}"), shape.to_vec(), values));
+            }
+        }
+        write_safetensors(&dir.join(OPTIMIZER_FILE), &tensors, None)?;
+        let path = dir.join(STATE_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&self.state)? + "\n").with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Restores a trainer from a checkpoint written by [`Trainer::save`]. `data` must be the same corpus.
+    pub fn resume(dir: &Path, data: PackedData, device: B::Device) -> Result<Self> {
+        let (model_config, model) = load_model::<B>(dir, &device)?;
+        let path = dir.join(STATE_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let state: TrainState = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let opt_path = dir.join(OPTIMIZER_FILE);
+        let mut saved = read_safetensors(&opt_path)?;
+        let inner = device.clone();
+        let mut load = |kind: &str| -> Result<Vec<Tensor<B::InnerBackend, 2>>> {
+            Qwen2::<B>::param_shapes(&model_config)
+                .into_iter()
+                .map(|(name, shape)| {
+                    let key = format!("{kind}.{name}");
+                    let (s, v) = saved.remove(&key).with_context(|| format!("{}: missing tensor `{key}`", opt_path.display()))?;
+                    ensure!(s == shape, "{}: `{key}` has shape {s:?}, expected {shape:?}", opt_path.display());
+                    Ok(Tensor::from_data(TensorData::new(v, shape), &inner))
+                })
+                .collect()
+        };
+        let (m, v) = (load("m")?, load("v")?);
+        let mut t = Trainer::new(model, model_config, state.config.clone(), data, device);
+        t.opt.m = m;
+        t.opt.v = v;
+        t.data.cursor = state.cursor;
+        t.state = state;
+        Ok(t)
+    }
+}
+
+/// Mean masked loss over the first `blocks` blocks of `data` (its cursor is reset to the start).
+pub fn eval_loss<B: Backend>(model: &Qwen2<B>, data: &mut PackedData, blocks: usize, batch: usize, device: &B::Device) -> f64 {
+    data.cursor = Cursor { epoch: 0, block: 0 };
+    let blocks = blocks.min(data.blocks_per_epoch()).max(1);
+    let (mut total, mut n) = (0.0, 0);
+    let mut left = blocks;
+    while left > 0 {
+        let rows = left.min(batch);
+        let b = data.next_batch(rows);
+        let (x, y, w) = batch_tensors::<B>(&b, device);
+        total += cross_entropy(model.forward(x, None), y, w).into_scalar().elem::<f64>() * rows as f64;
+        n += rows;
+        left -= rows;
+    }
+    total / n as f64
+}
+
+use burn::tensor::ElementConversion as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{SampleConfig, generate};
+    use crate::tokenizer::{Tokenizer, TokenizerKind};
+    use crate::{Cpu, Rng};
+    use burn::backend::Autodiff;
+
+    type B = Autodiff<Cpu>;
+
+    fn corpus(n: usize) -> Vec<String> {
+        let names = ["fox", "wolf", "bear", "deer", "owl", "lynx"];
+        let places = ["Cedar Valley", "Oakridge", "Maple Creek", "Glenfield"];
+        (0..n)
+            .map(|i| {
+                let (a, p, v) = (names[i % names.len()], places[i % places.len()], 2 + i % 5);
+                format!(
+                    "<question> The number of adult {a} in {p} equals {v}. The number of adult owl in {p} equals 3 times the number of adult {a} in {p}. How many adult owl does {p} have? </question> <solution> Define adult {a} in {p} as A; so A = {v}. Define adult owl in {p} as B; so B = 3 * A = 3 * {v} = {}. </solution> <answer> {} </answer>[EOS]",
+                    3 * v,
+                    3 * v
+                )
+            })
+            .collect()
+    }
+
+    fn setup(tc: &TrainConfig, texts: &[String]) -> (Tokenizer, ModelConfig, PackedData) {
+        let tok = Tokenizer::train(TokenizerKind::Word, texts.iter()).unwrap();
+        let docs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
+        let mut cfg = ModelConfig::preset("tiny-test").unwrap();
+        cfg.vocab_size = tok.vocab_size();
+        let data = PackedData::new(docs, tc.loss_on, tc.seq_len, tc.seed, true);
+        (tok, cfg, data)
+    }
+
+    #[test]
+    fn n_steps_equal_half_then_kill_and_resume_then_half_bit_for_bit() {
+        let tc = TrainConfig { seq_len: 24, batch_size: 2, grad_accum: 2, token_budget: 8 * 96, lr: 3e-3, min_lr: 3e-4, warmup_frac: 0.25, ..Default::default() };
+        assert_eq!(tc.total_steps(), 8);
+        let texts = corpus(12);
+        let (_, cfg, data) = setup(&tc, &texts);
+        let device = Default::default();
+        let mut straight = Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc.clone(), data, device);
+        let losses: Vec<f64> = (0..8).map(|_| straight.step().loss).collect();
+        assert!(straight.done());
+
+        let dir = std::env::temp_dir().join(format!("lm-resume-{}", std::process::id()));
+        let (_, _, data) = setup(&tc, &texts);
+        let mut first = Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc.clone(), data, device);
+        for _ in 0..4 {
+            first.step();
+        }
+        first.save(&dir).unwrap();
+        drop(first); // the "kill"
+        let (_, _, data) = setup(&tc, &texts);
+        let mut resumed = Trainer::<B>::resume(&dir, data, device).unwrap();
+        assert_eq!(resumed.state.step, 4);
+        let tail: Vec<f64> = (0..4).map(|_| resumed.step().loss).collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(&losses[4..], &tail[..]);
+        assert_eq!(straight.state, resumed.state);
+        let bits = |t: &Trainer<B>| -> Vec<u32> {
+            let mut out: Vec<u32> = t.model.to_host(&cfg).into_iter().flat_map(|p| p.2).map(f32::to_bits).collect();
+            for x in t.opt.m.iter().chain(&t.opt.v) {
+                out.extend(x.clone().into_data().to_vec::<f32>().unwrap().into_iter().map(f32::to_bits));
+            }
+            out
+        };
+        assert!(bits(&straight) == bits(&resumed), "weights or moments differ");
+        assert!(losses[7] < losses[0], "loss should fall: {losses:?}");
+    }
+
+    #[test]
+    fn tiny_model_overfits_a_handful_of_problems() {
+        let tc = TrainConfig {
+            seq_len: 64,
+            batch_size: 4,
+            token_budget: 400 * 256,
+            lr: 1e-2,
+            min_lr: 1e-3,
+            warmup_frac: 0.05,
+            weight_decay: 0.0,
+            loss_on: LossOn::Solution,
+            ..Default::default()
+        };
+        let texts = corpus(4);
+        let (tok, cfg, data) = setup(&tc, &texts);
+        let device = Default::default();
+        let mut t = Trainer::<B>::new(Qwen2::init(&cfg, 2, &device), cfg.clone(), tc.clone(), data, device);
+        while !t.done() {
+            t.step();
+        }
+        let model = t.model.valid();
+        // Loss on each whole problem, read from its start, solution tokens only.
+        for text in &texts {
+            let ids = tok.encode(text).unwrap();
+            let one = PackedData::new(vec![ids.clone()], LossOn::Solution, ids.len() - 1, 0, false);
+            let loss = eval_loss(&model, &mut { one }, 1, 1, &device);
+            assert!(loss < 0.05, "loss {loss} on {text}");
+        }
+        // And greedy decoding reproduces every gold solution.
+        let prompts: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| tok.encode(&t[..t.find("<solution>").unwrap() + "<solution>".len()]).unwrap())
+            .collect();
+        let out = generate(&model, &prompts, &SampleConfig::greedy(60), &mut Rng::new(0));
+        for (text, (p, s)) in texts.iter().zip(prompts.iter().zip(&out)) {
+            let full: Vec<u32> = p.iter().chain(&s.tokens).copied().collect();
+            let want = text.trim_end_matches("[EOS]");
+            assert_eq!(tok.decode(&full).unwrap(), want);
+        }
+    }
+}
