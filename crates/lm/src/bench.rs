@@ -32,23 +32,27 @@ pub fn main(args: &[String]) -> Result<()> {
     let mut device = DeviceSpec::Cpu;
     let mut json = None;
     let mut preset = "bench-3m".to_string();
+    let mut only = None;
+    let mut dp = 2;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--device" => device = it.next().context("--device needs a value")?.parse()?,
             "--json" => json = Some(it.next().context("--json needs a file")?.clone()),
             "--preset" => preset = it.next().context("--preset needs a name")?.clone(),
-            other => bail!("unknown argument `{other}`; expected --device D, --json FILE, --preset NAME"),
+            "--dp" => dp = it.next().context("--dp needs a number")?.parse().context("--dp")?,
+            "--only" => only = Some(it.next().context("--only needs `train` or `sample`")?.clone()),
+            other => bail!("unknown argument `{other}`; expected --device D, --json FILE, --preset NAME, --only train|sample"),
         }
     }
     device.check_available()?;
     let cfg = ModelConfig::preset(&preset)?;
     println!("bench {preset}: {} params, device {device:?}, rayon threads {}", cfg.num_params(), rayon::current_num_threads());
     let r = match device {
-        DeviceSpec::Cpu | DeviceSpec::CpuFlex => run::<Autodiff<CpuFlex>>(&cfg, Default::default()),
-        DeviceSpec::CpuNdArray => run::<Autodiff<CpuNdArray>>(&cfg, Default::default()),
+        DeviceSpec::Cpu | DeviceSpec::CpuFlex => run::<Autodiff<CpuFlex>>(&cfg, Default::default(), only.as_deref(), dp),
+        DeviceSpec::CpuNdArray => run::<Autodiff<CpuNdArray>>(&cfg, Default::default(), only.as_deref(), dp),
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => run::<Autodiff<crate::device::Gpu>>(&cfg, burn_cuda::CudaDevice::new(i)),
+        DeviceSpec::Cuda(i) => run::<Autodiff<crate::device::Gpu>>(&cfg, burn_cuda::CudaDevice::new(i), only.as_deref(), dp),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("check_available rejects CUDA without the feature"),
     };
@@ -69,7 +73,8 @@ pub fn main(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-pub fn run<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device) -> BenchResult {
+/// `only`: `Some("train")` or `Some("sample")` skips the other half (its figure is reported as 0).
+pub fn run<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device, only: Option<&str>, dp: usize) -> BenchResult {
     let mut rng = Rng::new(0);
     // Random tokens, as the peer uses: enough whole blocks for every step.
     let docs: Vec<Vec<u32>> = (0..TRAIN_STEPS * TRAIN_BATCH + 1)
@@ -89,18 +94,27 @@ pub fn run<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device) -> BenchRes
         beta2: 0.999,
         eps: 1e-8,
         grad_clip: 1.0,
+        data_parallel: dp,
         ..Default::default()
     };
     let mut trainer = Trainer::<B>::new(Qwen2::init(cfg, 0, &device), cfg.clone(), tc, data, device);
     let mut times = vec![];
-    for _ in 0..TRAIN_STEPS {
+    let steps = if only == Some("sample") { 0 } else { TRAIN_STEPS };
+    for _ in 0..steps {
         let t0 = Instant::now();
         let s = trainer.step();
         times.push(t0.elapsed().as_secs_f64());
         println!("  train step {} loss {:.4} {:.3}s", s.step, s.loss, times.last().unwrap());
     }
-    let step = times[WARMUP..].iter().sum::<f64>() / (TRAIN_STEPS - WARMUP) as f64;
-    let train_tokens_per_s = (TRAIN_BATCH * TRAIN_SEQ) as f64 / step;
+    let train_tokens_per_s = if steps == 0 {
+        0.0
+    } else {
+        let step = times[WARMUP..].iter().sum::<f64>() / (TRAIN_STEPS - WARMUP) as f64;
+        (TRAIN_BATCH * TRAIN_SEQ) as f64 / step
+    };
+    if only == Some("train") {
+        return BenchResult { train_tokens_per_s, sample_tokens_per_s: 0.0, peak_rss_bytes: peak_rss() };
+    }
 
     let model = trainer.model.valid();
     let prompts: Vec<Vec<u32>> =

@@ -67,6 +67,23 @@ pub struct Batch {
     pub weights: Vec<f32>,
 }
 
+impl Batch {
+    /// Splits the rows into `n` equal consecutive shards (`n` must divide `rows`).
+    pub fn split(&self, n: usize) -> Vec<Batch> {
+        assert!(n > 0 && self.rows % n == 0, "{n} shards of {} rows", self.rows);
+        let (r, len) = (self.rows / n, self.rows / n * self.seq_len);
+        (0..n)
+            .map(|i| Batch {
+                rows: r,
+                seq_len: self.seq_len,
+                inputs: self.inputs[i * len..(i + 1) * len].to_vec(),
+                targets: self.targets[i * len..(i + 1) * len].to_vec(),
+                weights: self.weights[i * len..(i + 1) * len].to_vec(),
+            })
+            .collect()
+    }
+}
+
 pub struct PackedData {
     docs: Vec<(Vec<u32>, Vec<bool>)>,
     seq_len: usize,

@@ -184,6 +184,19 @@ impl<B: Backend> Qwen2<B> {
         out
     }
 
+    /// The same weights as new autodiff leaves (no data copied), so that another thread can build its own
+    /// graph from them (a data-parallel replica).
+    pub fn fresh_leaves(&self) -> Self
+    where
+        B: burn::tensor::backend::AutodiffBackend,
+    {
+        let mut m = self.clone();
+        for p in m.params_mut() {
+            *p = Param::initialized(p.id, Tensor::from_inner(p.val().inner()).require_grad());
+        }
+        m
+    }
+
     /// Copies every parameter to the host (canonical order and names).
     pub fn to_host(&self, cfg: &ModelConfig) -> Vec<HostParam> {
         Self::param_shapes(cfg)
@@ -367,6 +380,14 @@ fn attention_mask<B: Backend>(b: usize, g: usize, t: usize, offset: usize, left_
         }
     }
     Tensor::from_data(TensorData::new(m, [rows, 1, g * t, s]), device)
+}
+
+/// Sum over positions of `-log p(target) * weight` (scalar `[1]`); see [`cross_entropy`].
+pub fn cross_entropy_sum<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> Tensor<B, 1> {
+    let [b, t, v] = logits.dims();
+    let logp = log_softmax(logits.reshape([b * t, v]), 1);
+    let picked = logp.gather(1, targets.reshape([b * t, 1])).reshape([b * t]);
+    -(picked * weights.reshape([b * t])).sum()
 }
 
 /// Mean next-token cross-entropy over positions with weight > 0 (`logits [b, t, v]`, `targets [b, t]`,

@@ -8,7 +8,7 @@
 use crate::checkpoint::{load_model, read_safetensors, save_model, write_safetensors};
 use crate::config::ModelConfig;
 use crate::data::{Batch, Cursor, LossOn, PackedData};
-use crate::model::{Qwen2, cross_entropy};
+use crate::model::{Qwen2, cross_entropy, cross_entropy_sum};
 use anyhow::{Context, Result, ensure};
 use burn::module::{AutodiffModule, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -47,6 +47,15 @@ pub struct TrainConfig {
     /// Checkpoint every N steps (0: only at the end).
     pub checkpoint_every: usize,
     pub seed: u64,
+    /// Replicas that each take an equal share of every micro-batch's rows on their own thread; gradients are
+    /// summed in a fixed order, so results stay deterministic. burn runs most non-GEMM ops on one core, so
+    /// 2 replicas use both cores of a 2-core machine. Must divide `batch_size`.
+    #[serde(default = "one")]
+    pub data_parallel: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -69,6 +78,7 @@ impl Default for TrainConfig {
             eval_blocks: 16,
             checkpoint_every: 0,
             seed: 0,
+            data_parallel: 1,
         }
     }
 }
@@ -133,6 +143,15 @@ fn decays(cfg: &ModelConfig) -> Vec<bool> {
     Qwen2::<burn_flex::Flex>::param_shapes(cfg).iter().map(|(n, _)| !(n.ends_with("norm") || n.ends_with("bqkv"))).collect()
 }
 
+/// Forward + backward of one shard: returns its summed weighted NLL and the gradients of (that sum / denom).
+fn shard_grads<B: AutodiffBackend>(model: &Qwen2<B>, shard: &Batch, denom: f64, device: &B::Device) -> (f64, Vec<Tensor<B::InnerBackend, 2>>) {
+    let (x, y, w) = batch_tensors::<B>(shard, device);
+    let nll = cross_entropy_sum(model.forward(x, None), y, w);
+    let grads = (nll.clone() / denom).backward();
+    let gs = model.params().iter().map(|p| p.val().grad(&grads).expect("every parameter gets a gradient")).collect();
+    (nll.into_scalar().elem::<f64>(), gs)
+}
+
 pub fn batch_tensors<B: Backend>(b: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let shape = [b.rows, b.seq_len];
     (
@@ -167,24 +186,40 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches.
     pub fn step(&mut self) -> StepStats {
         let tc = self.state.config.clone();
-        let params = self.model.params();
-        let mut grads_acc: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; params.len()];
+        let dp = tc.data_parallel.max(1);
+        assert!(tc.batch_size % dp == 0, "data_parallel {dp} must divide batch_size {}", tc.batch_size);
+        let n_params = self.model.params().len();
+        let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; n_params];
         let mut loss_sum = 0.0;
         for _ in 0..tc.grad_accum {
             let batch = self.data.next_batch(tc.batch_size);
-            let (x, y, w) = batch_tensors::<B>(&batch, &self.device);
-            let loss = cross_entropy(self.model.forward(x, None), y, w);
-            let grads = (loss.clone() / tc.grad_accum as f64).backward();
-            loss_sum += loss.into_scalar().elem::<f64>();
-            for (acc, p) in grads_acc.iter_mut().zip(&params) {
-                let g = p.val().grad(&grads).expect("every parameter gets a gradient");
-                *acc = Some(match acc.take() {
-                    None => g,
-                    Some(a) => a + g,
-                });
+            // Each micro-batch contributes (its mean loss) / grad_accum; its mean is over all its rows.
+            let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
+            let shards = batch.split(dp);
+            let results: Vec<(f64, Vec<Tensor<B::InnerBackend, 2>>)> = if dp == 1 {
+                vec![shard_grads(&self.model, &shards[0], denom, &self.device)]
+            } else {
+                let (model, device) = (&self.model, &self.device);
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = shards
+                        .iter()
+                        .map(|shard| s.spawn(move || shard_grads(&model.fresh_leaves(), shard, denom, device)))
+                        .collect();
+                    handles.into_iter().map(|h| h.join().expect("replica thread panicked")).collect()
+                })
+            };
+            // Fixed summation order (replica 0, 1, ...; micro-batch 0, 1, ...): deterministic.
+            for (nll, gs) in results {
+                loss_sum += nll * tc.grad_accum as f64 / denom;
+                for (acc, g) in grads.iter_mut().zip(gs) {
+                    *acc = Some(match acc.take() {
+                        None => g,
+                        Some(a) => a + g,
+                    });
+                }
             }
         }
-        let grads: Vec<Tensor<B::InnerBackend, 2>> = grads_acc.into_iter().map(|g| g.expect("grad_accum >= 1")).collect();
+        let grads: Vec<Tensor<B::InnerBackend, 2>> = grads.into_iter().map(|g| g.expect("grad_accum >= 1")).collect();
 
         // Global-norm clipping (as torch.nn.utils.clip_grad_norm_), not burn's per-tensor clipping.
         let sq: Vec<Tensor<B::InnerBackend, 1>> = grads.iter().map(|g| g.clone().square().sum()).collect();
@@ -321,7 +356,7 @@ mod tests {
 
     #[test]
     fn n_steps_equal_half_then_kill_and_resume_then_half_bit_for_bit() {
-        let tc = TrainConfig { seq_len: 24, batch_size: 2, grad_accum: 2, token_budget: 8 * 96, lr: 3e-3, min_lr: 3e-4, warmup_frac: 0.25, ..Default::default() };
+        let tc = TrainConfig { seq_len: 24, batch_size: 2, grad_accum: 2, data_parallel: 2, token_budget: 8 * 96, lr: 3e-3, min_lr: 3e-4, warmup_frac: 0.25, ..Default::default() };
         assert_eq!(tc.total_steps(), 8);
         let texts = corpus(12);
         let (_, cfg, data) = setup(&tc, &texts);
