@@ -7,6 +7,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod host;
 pub mod bench;
 pub mod model;
 pub mod rng;

@@ -54,31 +54,107 @@ pub struct Sample {
     pub finish: Finish,
 }
 
-/// Generates a continuation for every prompt. Rows that stop leave the batch (their cache rows are dropped).
+/// One batch of rows being decoded: prefill with left-padded prompts, then one token per live row per step.
+pub trait Decoder {
+    /// Feeds `t` tokens per row (`[rows, t]` row-major); returns the last position's logits `[rows, vocab]`.
+    fn feed(&mut self, tokens: &[u32], t: usize) -> Vec<f32>;
+    /// Keeps only these rows (ascending indices into the current rows).
+    fn retain_rows(&mut self, rows: &[usize]);
+}
+
+/// The generic burn decoder (any backend, e.g. CUDA).
+pub struct BurnDecoder<'m, B: Backend> {
+    model: &'m Qwen2<B>,
+    cache: crate::model::KvCache<B>,
+    pad: Vec<usize>,
+}
+
+impl<'m, B: Backend> BurnDecoder<'m, B> {
+    pub fn new(model: &'m Qwen2<B>, left_pad: &[usize]) -> Self {
+        let pad = if left_pad.iter().all(|&p| p == 0) { vec![] } else { left_pad.to_vec() };
+        BurnDecoder { model, cache: model.new_cache(), pad }
+    }
+}
+
+impl<B: Backend> Decoder for BurnDecoder<'_, B> {
+    fn feed(&mut self, tokens: &[u32], t: usize) -> Vec<f32> {
+        let rows = tokens.len() / t;
+        let device = self.model.embed.val().device();
+        let x = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.iter().map(|&x| x as i32).collect(), [rows, t]), &device);
+        let logits = self.model.forward_last(x, Some(&mut self.cache), &self.pad);
+        logits.into_data().convert::<f32>().to_vec::<f32>().expect("f32 logits")
+    }
+    fn retain_rows(&mut self, rows: &[usize]) {
+        self.cache.retain_rows(rows);
+        if !self.pad.is_empty() {
+            self.pad = rows.iter().map(|&r| self.pad[r]).collect();
+        }
+    }
+}
+
+impl Decoder for crate::host::HostDecoder<'_> {
+    fn feed(&mut self, tokens: &[u32], t: usize) -> Vec<f32> {
+        self.forward(tokens, t)
+    }
+    fn retain_rows(&mut self, rows: &[usize]) {
+        crate::host::HostDecoder::retain_rows(self, rows)
+    }
+}
+
+/// Left-pads prompts to a common width: (flat `[n, width]` tokens, width, per-row padding).
+fn left_pad(prompts: &[Vec<u32>]) -> (Vec<u32>, usize, Vec<usize>) {
+    assert!(prompts.iter().all(|p| !p.is_empty()), "empty prompt");
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pad: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+    let flat = prompts.iter().flat_map(|p| std::iter::repeat_n(PAD_ID, width - p.len()).chain(p.iter().copied())).collect();
+    (flat, width, pad)
+}
+
+/// Generates a continuation for every prompt with the burn model on its own backend; on a CPU backend
+/// (burn-flex or burn-ndarray) the inference-only host decoder does the work (same math, much faster).
 pub fn generate<B: Backend>(model: &Qwen2<B>, prompts: &[Vec<u32>], cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
-    let n = prompts.len();
+    use std::any::TypeId;
+    let cpu = TypeId::of::<B>() == TypeId::of::<crate::CpuFlex>() || TypeId::of::<B>() == TypeId::of::<crate::CpuNdArray>();
+    if cpu {
+        let host = crate::host::HostModel::new(&model.config(), model.to_host(&model.config()));
+        return generate_host(&host, prompts, cfg, rng);
+    }
+    generate_burn(model, prompts, cfg, rng)
+}
+
+/// [`generate`] through burn tensor ops (the path every backend supports).
+pub fn generate_burn<B: Backend>(model: &Qwen2<B>, prompts: &[Vec<u32>], cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
+    if prompts.is_empty() {
+        return vec![];
+    }
+    let (flat, width, pad) = left_pad(prompts);
+    let mut dec = BurnDecoder::new(model, &pad);
+    generate_with(&mut dec, flat, width, cfg, rng)
+}
+
+/// [`generate`] on the host decoder (CPU).
+pub fn generate_host(model: &crate::host::HostModel, prompts: &[Vec<u32>], cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
+    if prompts.is_empty() {
+        return vec![];
+    }
+    let (flat, width, pad) = left_pad(prompts);
+    let mut dec = crate::host::HostDecoder::new(model, prompts.len(), width + cfg.max_new_tokens, &pad);
+    generate_with(&mut dec, flat, width, cfg, rng)
+}
+
+/// The sampling loop over any [`Decoder`]: rows that stop leave the batch.
+pub fn generate_with<D: Decoder>(dec: &mut D, flat: Vec<u32>, width: usize, cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
+    let n = flat.len() / width.max(1);
     let mut out: Vec<Sample> = (0..n).map(|_| Sample { tokens: vec![], logprobs: vec![], finish: Finish::Length }).collect();
     if n == 0 || cfg.max_new_tokens == 0 {
         return out;
     }
-    assert!(prompts.iter().all(|p| !p.is_empty()), "empty prompt");
-    let device = model.embed.val().device();
-    let width = prompts.iter().map(Vec::len).max().unwrap();
-    let mut pad: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
-    let flat: Vec<i32> = prompts
-        .iter()
-        .flat_map(|p| std::iter::repeat_n(PAD_ID as i32, width - p.len()).chain(p.iter().map(|&t| t as i32)))
-        .collect();
-    let no_pad = pad.iter().all(|&p| p == 0);
-    let mut cache = model.new_cache();
-    let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(flat, [n, width]), &device);
-    let mut logits = model.forward_last(tokens, Some(&mut cache), if no_pad { &[] } else { &pad });
+    let mut host = dec.feed(&flat, width);
     // `live[i]` = original index of the i-th row still in the batch.
     let mut live: Vec<usize> = (0..n).collect();
     let mut scratch = Vec::new();
     for step in 0..cfg.max_new_tokens {
-        let v = logits.dims()[1];
-        let host = logits.into_data().convert::<f32>().to_vec::<f32>().expect("f32 logits");
+        let v = host.len() / live.len();
         let mut next = Vec::with_capacity(live.len());
         let mut keep = Vec::with_capacity(live.len());
         for (i, &row) in live.iter().enumerate() {
@@ -89,19 +165,17 @@ pub fn generate<B: Backend>(model: &Qwen2<B>, prompts: &[Vec<u32>], cfg: &Sample
                 out[row].finish = Finish::Stop;
             } else {
                 keep.push(i);
-                next.push(tok as i32);
+                next.push(tok);
             }
         }
         if keep.is_empty() || step + 1 == cfg.max_new_tokens {
             break;
         }
         if keep.len() != live.len() {
-            cache.retain_rows(&keep);
+            dec.retain_rows(&keep);
             live = keep.iter().map(|&i| live[i]).collect();
-            pad = keep.iter().map(|&i| pad[i]).collect();
         }
-        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(next, [live.len(), 1]), &device);
-        logits = model.forward_last(tokens, Some(&mut cache), if no_pad { &[] } else { &pad });
+        host = dec.feed(&next, 1);
     }
     out
 }
@@ -176,16 +250,36 @@ mod tests {
     }
 
     #[test]
-    fn cached_batched_greedy_equals_uncached_greedy() {
+    fn cached_batched_greedy_equals_uncached_greedy_on_both_decoders() {
         let m = model();
         let cfg = SampleConfig { stop_tokens: vec![], ..SampleConfig::greedy(12) };
         let prompts = vec![vec![11, 12, 13, 14, 15], vec![20, 21], vec![30, 31, 32]];
-        let got = generate(&m, &prompts, &cfg, &mut Rng::new(0));
-        for (p, s) in prompts.iter().zip(&got) {
+        let burn = generate_burn(&m, &prompts, &cfg, &mut Rng::new(0));
+        let host = generate(&m, &prompts, &cfg, &mut Rng::new(0)); // CPU backend: the host decoder
+        for ((p, s), h) in prompts.iter().zip(&burn).zip(&host) {
             assert_eq!(s.tokens, greedy_uncached(&m, p, 12), "prompt {p:?}");
+            assert_eq!(h.tokens, s.tokens, "host decoder, prompt {p:?}");
             assert_eq!(s.finish, Finish::Length);
             assert!(s.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
+            let d = s.logprobs.iter().zip(&h.logprobs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(d < 1e-4, "log-prob difference {d}");
         }
+    }
+
+    #[test]
+    fn host_decoder_logits_match_the_burn_model_including_padding_and_row_removal() {
+        let m = model();
+        let cfg = m.config();
+        let host = crate::host::HostModel::new(&cfg, m.to_host(&cfg));
+        let (flat, width, pad) = left_pad(&[vec![3, 4, 5, 6], vec![7, 8], vec![9, 10, 11]]);
+        let mut a = BurnDecoder::new(&m, &pad);
+        let mut b = crate::host::HostDecoder::new(&host, 3, 16, &pad);
+        let max_diff = |x: Vec<f32>, y: Vec<f32>| x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+        assert!(max_diff(a.feed(&flat, width), b.forward(&flat, width)) < 1e-4);
+        assert!(max_diff(a.feed(&[1, 2, 3], 1), b.forward(&[1, 2, 3], 1)) < 1e-4);
+        a.retain_rows(&[0, 2]);
+        Decoder::retain_rows(&mut b, &[0, 2]);
+        assert!(max_diff(a.feed(&[4, 5], 1), b.forward(&[4, 5], 1)) < 1e-4);
     }
 
     #[test]
