@@ -375,8 +375,15 @@ fn apply_override(root: &mut Value, origins: &mut Origins, arg: &str) -> Result<
     let mut cur = &mut *root;
     for (i, s) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
-        // A key inside a stage's `config` may be new: the plugin's schema checks it later.
-        let in_config = path.iter().any(|p| *p == key("config"));
+        // New keys are fine where the file format knows them (optional keys, input ports) and
+        // inside a `config` table, whose keys the plugin's schema checks later.
+        let known = match (i, segs.first().copied()) {
+            (1, Some("pipeline")) => PIPELINE_KEYS.contains(s),
+            (2, Some("stages")) => STAGE_KEYS.contains(s),
+            (3, Some("stages")) => segs[2] == "inputs",
+            _ => false,
+        };
+        let in_config = known || path.iter().any(|p| *p == key("config"));
         match cur {
             Value::Array(a) => {
                 let idx: usize = s.parse().map_err(|_| fail(&show(&path), format!("`{s}` is not an index into this list")))?;
@@ -690,9 +697,21 @@ fn order(stages: Vec<StageSpec>, origins: &Origins) -> Result<Vec<StageSpec>, Di
         return Err(Diagnostics(diags));
     }
     match petgraph::algo::toposort(&g, None) {
-        Ok(sorted) => {
+        Ok(_) => {
+            // Acyclic. Order stably: among the stages whose dependencies are done, file order.
+            let mut indegree: Vec<usize> =
+                nodes.iter().map(|&n| g.neighbors_directed(n, petgraph::Direction::Incoming).count()).collect();
+            let mut done = vec![false; stages.len()];
+            let mut sorted = Vec::with_capacity(stages.len());
+            while let Some(i) = (0..stages.len()).find(|&i| !done[i] && indegree[i] == 0) {
+                done[i] = true;
+                sorted.push(i);
+                for n in g.neighbors(nodes[i]) {
+                    indegree[g[n]] -= 1;
+                }
+            }
             let mut slots: Vec<Option<StageSpec>> = stages.into_iter().map(Some).collect();
-            Ok(sorted.into_iter().map(|n| slots[g[n]].take().unwrap()).collect())
+            Ok(sorted.into_iter().map(|i| slots[i].take().unwrap()).collect())
         }
         Err(_) => {
             // Name the stages on the cycle, in the order data flows.
