@@ -163,8 +163,17 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
     runner.arg("run").arg(&file).args(&overrides).args(&runner_flags);
     runner.arg("--plugin-dir").arg(target_dir().join(profile));
     eprintln!("$ {}", show(&runner));
-    let status = runner.status()?;
-    std::process::exit(status.code().unwrap_or(1));
+    // Become the runner, so that Ctrl-C reaches it alone and it can stop the stage cleanly.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        Err(runner.exec()).with_context(|| format!("starting {}", bin.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = runner.status()?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
 }
 
 fn new_plugin(args: &[String]) -> anyhow::Result<()> {
