@@ -89,7 +89,9 @@ stage-api.workspace = true
 
 const STAGE_LIB: &str = r#"//! __NAME__: writes `count` pseudo-random numbers, one per line, checkpointing as it goes.
 //!
-//!     cargo xtask pipeline pipelines/__NAME__.toml
+//! ```text
+//! cargo xtask pipeline pipelines/__NAME__.toml
+//! ```
 //!
 //! Replace the body of `run` with real work; keep the shape: read inputs from `ctx.input(..)`,
 //! write outputs into `ctx.output(..)`, report with `ctx.progress/metric/log`, check
@@ -223,10 +225,12 @@ const REWARD_LIB: &str = r#"//! __NAME__: a reward plugin. 1.0 when the completi
 //! `partial_credit` when the answer appears anywhere in it, else 0.0; `None` (not applicable)
 //! when the reference has no answer.
 //!
-//! Attach it to an RL stage in a pipeline file:
-//!     rewards = [{ plugin = "__NAME__", weight = 1.0, config = { partial_credit = 0.1 } }]
-//! or score a file directly:
-//!     target/debug/interplay score --reward __NAME__ plugins/__NAME__/samples.jsonl
+//! Attach it to an RL stage in a pipeline file, or score a file directly:
+//!
+//! ```text
+//! rewards = [{ plugin = "__NAME__", weight = 1.0, config = { partial_credit = 0.1 } }]
+//! target/debug/interplay score --reward __NAME__ plugins/__NAME__/samples.jsonl
+//! ```
 
 use schemars::JsonSchema;
 use serde::Deserialize;

@@ -1,6 +1,8 @@
 //! example: writes `count` pseudo-random numbers, one per line, checkpointing as it goes.
 //!
-//!     cargo xtask pipeline pipelines/example.toml
+//! ```text
+//! cargo xtask pipeline pipelines/example.toml
+//! ```
 //!
 //! Replace the body of `run` with real work; keep the shape: read inputs from `ctx.input(..)`,
 //! write outputs into `ctx.output(..)`, report with `ctx.progress/metric/log`, check
