@@ -5,7 +5,11 @@ use std::process::{Command, Output};
 
 /// Where Cargo put the fixture cdylibs: next to this test binary (`target/<profile>/deps`).
 pub fn plugin_dir() -> PathBuf {
-    std::env::current_exe().unwrap().parent().unwrap().to_path_buf()
+    std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn lib(plugin: &str) -> PathBuf {
@@ -62,11 +66,15 @@ impl Sandbox {
 
     pub fn result(&self, stage: &str) -> serde_json::Value {
         let p = self.stage(stage).join("out/data/result.json");
-        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+        serde_json::from_slice(
+            &std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        )
+        .unwrap()
     }
 
     pub fn outcome(&self, stage: &str) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.stage(stage).join("outcome.json")).unwrap()).unwrap()
+        serde_json::from_slice(&std::fs::read(self.stage(stage).join("outcome.json")).unwrap())
+            .unwrap()
     }
 
     pub fn done(&self, stage: &str) -> bool {
@@ -75,7 +83,11 @@ impl Sandbox {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// Asserts that the runner succeeded and returns its output.

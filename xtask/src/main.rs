@@ -52,11 +52,16 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 /// Cargo through `$CARGO`, so that the toolchain running xtask builds everything.
@@ -68,7 +73,9 @@ fn cargo() -> Command {
 
 fn run(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("$ {}", show(cmd));
-    let status = cmd.status().with_context(|| format!("starting {}", show(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", show(cmd)))?;
     anyhow::ensure!(status.success(), "`{}` failed ({status})", show(cmd));
     Ok(())
 }
@@ -99,7 +106,9 @@ fn workspace_plugins() -> anyhow::Result<Vec<String>> {
 
 fn has_cuda_feature(plugin: &str) -> bool {
     let manifest = root().join("plugins").join(plugin).join("Cargo.toml");
-    let Ok(text) = std::fs::read_to_string(manifest) else { return false };
+    let Ok(text) = std::fs::read_to_string(manifest) else {
+        return false;
+    };
     let mut in_features = false;
     for line in text.lines().map(str::trim) {
         if line.starts_with('[') {
@@ -122,7 +131,11 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
             "--cuda" => cuda = true,
             "--force" | "--run-dir" | "--plugin-dir" => {
                 runner_flags.push(a.clone());
-                runner_flags.push(it.next().with_context(|| format!("{a} needs a value"))?.clone());
+                runner_flags.push(
+                    it.next()
+                        .with_context(|| format!("{a} needs a value"))?
+                        .clone(),
+                );
             }
             s if s.starts_with("--") => runner_flags.push(a.clone()),
             s if file.is_none() && !s.contains('=') => file = Some(PathBuf::from(s)),
@@ -134,18 +147,32 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
     let profile_args: &[&str] = if release { &["--release"] } else { &[] };
 
     // 1. The runner, which knows how to read pipelines.
-    run(cargo().args(["build", "-p", "interplay"]).args(profile_args))?;
+    run(cargo()
+        .args(["build", "-p", "interplay"])
+        .args(profile_args))?;
     let bin = target_dir().join(profile).join("interplay");
 
     // 2. Ask it what the pipeline needs.
-    let out = Command::new(&bin).arg("plan").arg(&file).args(&overrides).arg("--json").output()?;
+    let out = Command::new(&bin)
+        .arg("plan")
+        .arg(&file)
+        .args(&overrides)
+        .arg("--json")
+        .output()?;
     if !out.status.success() {
         bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
     }
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading `interplay plan --json`")?;
-    let plugins: Vec<String> =
-        plan["plugins"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_string)).collect();
-    cuda |= plan["features"].as_array().is_some_and(|f| f.iter().any(|x| x == "cuda"));
+    let plan: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading `interplay plan --json`")?;
+    let plugins: Vec<String> = plan["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    cuda |= plan["features"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "cuda"));
 
     // 3. Exactly those plugins, in one cargo invocation.
     let mut build = cargo();
@@ -160,7 +187,11 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
 
     // 4. Run it with the plugins just built.
     let mut runner = Command::new(&bin);
-    runner.arg("run").arg(&file).args(&overrides).args(&runner_flags);
+    runner
+        .arg("run")
+        .arg(&file)
+        .args(&overrides)
+        .args(&runner_flags);
     runner.arg("--plugin-dir").arg(target_dir().join(profile));
     eprintln!("$ {}", show(&runner));
     // Become the runner, so that Ctrl-C reaches it alone and it can stop the stage cleanly.
@@ -181,10 +212,18 @@ fn new_plugin(args: &[String]) -> anyhow::Result<()> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "--kind" => kind = Some(it.next().context("--kind needs stage or reward")?.parse::<scaffold::Kind>()?),
+            "--kind" => {
+                kind = Some(
+                    it.next()
+                        .context("--kind needs stage or reward")?
+                        .parse::<scaffold::Kind>()?,
+                )
+            }
             s if s.starts_with("--kind=") => kind = Some(s["--kind=".len()..].parse()?),
             s if name.is_none() && !s.starts_with('-') => name = Some(s.to_string()),
-            other => bail!("unexpected argument `{other}`; usage: cargo xtask new-plugin <name> --kind stage|reward"),
+            other => bail!(
+                "unexpected argument `{other}`; usage: cargo xtask new-plugin <name> --kind stage|reward"
+            ),
         }
     }
     let name = name.context("usage: cargo xtask new-plugin <name> --kind stage|reward")?;
@@ -194,7 +233,9 @@ fn new_plugin(args: &[String]) -> anyhow::Result<()> {
         println!("wrote {}", w.strip_prefix(root()).unwrap_or(w).display());
     }
     match kind {
-        scaffold::Kind::Stage => println!("\nnext: cargo xtask pipeline pipelines/{name}.toml\n      cargo xtask schema"),
+        scaffold::Kind::Stage => {
+            println!("\nnext: cargo xtask pipeline pipelines/{name}.toml\n      cargo xtask schema")
+        }
         scaffold::Kind::Reward => println!(
             "\nnext: attach it to an RL stage: rewards = [{{ plugin = \"{name}\", weight = 1.0 }}]\n      \
              or score a file: cargo build -p interplay -p {name} && target/debug/interplay score --reward {name} plugins/{name}/samples.jsonl\n      \
@@ -219,7 +260,9 @@ fn schema(args: &[String]) -> anyhow::Result<()> {
     run(&mut build)?;
     let dir = target_dir().join("debug");
     let mut cmd = Command::new(dir.join("interplay"));
-    cmd.current_dir(root()).args(["schema", "--out", "schemas", "--plugin-dir"]).arg(&dir);
+    cmd.current_dir(root())
+        .args(["schema", "--out", "schemas", "--plugin-dir"])
+        .arg(&dir);
     for p in &plugins {
         cmd.args(["--plugin", p]);
     }
@@ -238,14 +281,20 @@ fn plugins() -> anyhow::Result<()> {
     }
     run(&mut build)?;
     let dir = target_dir().join("debug");
-    run(Command::new(dir.join("interplay")).arg("plugins").arg("--plugin-dir").arg(&dir))
+    run(Command::new(dir.join("interplay"))
+        .arg("plugins")
+        .arg("--plugin-dir")
+        .arg(&dir))
 }
 
 /// Benchmarks register here (`cargo xtask bench tasks`, `cargo xtask bench model`).
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    let registered: &[(&str, fn(&[String]) -> anyhow::Result<()>)] = &[];
+    let registered: &[(&str, Bench)] = &[];
     let Some((target, rest)) = args.split_first() else {
-        bail!("usage: cargo xtask bench <target>; registered: {}", names(registered));
+        bail!(
+            "usage: cargo xtask bench <target>; registered: {}",
+            names(registered)
+        );
     };
     match registered.iter().find(|(n, _)| n == target) {
         Some((_, f)) => f(rest),
@@ -253,6 +302,17 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
-fn names(registered: &[(&str, fn(&[String]) -> anyhow::Result<()>)]) -> String {
-    if registered.is_empty() { "(none yet)".into() } else { registered.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ") }
+/// A benchmark entry point: gets the arguments after `cargo xtask bench <target>`.
+type Bench = fn(&[String]) -> anyhow::Result<()>;
+
+fn names(registered: &[(&str, Bench)]) -> String {
+    if registered.is_empty() {
+        "(none yet)".into()
+    } else {
+        registered
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }

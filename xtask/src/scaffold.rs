@@ -29,10 +29,14 @@ impl std::str::FromStr for Kind {
 /// Returns the files written. Refuses to overwrite anything.
 pub fn generate(root: &Path, name: &str, kind: Kind) -> anyhow::Result<Vec<PathBuf>> {
     let valid = name.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.ends_with('-');
     if !valid {
-        bail!("plugin name `{name}`: use lowercase letters, digits and `-`, starting with a letter");
+        bail!(
+            "plugin name `{name}`: use lowercase letters, digits and `-`, starting with a letter"
+        );
     }
     let dir = root.join("plugins").join(name);
     if dir.exists() {
@@ -42,7 +46,9 @@ pub fn generate(root: &Path, name: &str, kind: Kind) -> anyhow::Result<Vec<PathB
         .split('-')
         .map(|w| {
             let mut c = w.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect();
     let fill = |t: &str| t.replace("__NAME__", name).replace("__CAMEL__", &camel);
@@ -50,7 +56,10 @@ pub fn generate(root: &Path, name: &str, kind: Kind) -> anyhow::Result<Vec<PathB
     match kind {
         Kind::Stage => {
             files.push((dir.join("src/lib.rs"), fill(STAGE_LIB)));
-            files.push((root.join("pipelines").join(format!("{name}.toml")), fill(STAGE_PIPELINE)));
+            files.push((
+                root.join("pipelines").join(format!("{name}.toml")),
+                fill(STAGE_PIPELINE),
+            ));
         }
         Kind::Reward => {
             files.push((dir.join("src/lib.rs"), fill(REWARD_LIB)));
@@ -141,16 +150,28 @@ impl Stage for __CAMEL__ {
     type Config = Config;
 
     fn info() -> StageInfo {
-        StageInfo::new(StageKind::DataGenerator, "Writes `count` pseudo-random numbers (seeded), one per line.")
-            .input_optional("previous", ArtifactKind::Dataset, "numbers.txt of an earlier stage, counted in the log")
-            .output("numbers", ArtifactKind::Dataset, "numbers.txt")
-            .resumable()
+        StageInfo::new(
+            StageKind::DataGenerator,
+            "Writes `count` pseudo-random numbers (seeded), one per line.",
+        )
+        .input_optional(
+            "previous",
+            ArtifactKind::Dataset,
+            "numbers.txt of an earlier stage, counted in the log",
+        )
+        .output("numbers", ArtifactKind::Dataset, "numbers.txt")
+        .resumable()
     }
 
     fn run(cfg: Config, ctx: &mut RunContext) -> anyhow::Result<()> {
-        anyhow::ensure!(cfg.checkpoint_every > 0, "checkpoint_every must be positive");
+        anyhow::ensure!(
+            cfg.checkpoint_every > 0,
+            "checkpoint_every must be positive"
+        );
         if let Ok(prev) = ctx.input("previous") {
-            let n = std::fs::read_to_string(prev.join("numbers.txt"))?.lines().count();
+            let n = std::fs::read_to_string(prev.join("numbers.txt"))?
+                .lines()
+                .count();
             ctx.log(format!("the previous stage wrote {n} numbers"));
         }
 
@@ -159,12 +180,21 @@ impl Stage for __CAMEL__ {
         // checkpoint are cut off on resume, so a resumed run writes exactly the same bytes.
         let work = ctx.ckpt_dir().join("numbers.txt");
         let state = ctx.ckpt_dir().join("state.json");
-        let mut ck = Checkpoint { done: 0, sum: 0, rng: ctx.seed(), bytes: 0 };
+        let mut ck = Checkpoint {
+            done: 0,
+            sum: 0,
+            rng: ctx.seed(),
+            bytes: 0,
+        };
         if ctx.resuming() {
             ck = serde_json::from_slice(&std::fs::read(&state)?)?;
             ctx.log(format!("resuming after {} numbers", ck.done));
         }
-        let file = OpenOptions::new().create(true).write(true).truncate(false).open(&work)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&work)?;
         file.set_len(ck.bytes)?;
         let mut file = OpenOptions::new().append(true).open(&work)?;
 
@@ -177,7 +207,7 @@ impl Stage for __CAMEL__ {
             ck.done += 1;
             ck.sum += x;
             ck.bytes += line.len() as u64;
-            if ck.done % cfg.checkpoint_every == 0 || ck.done == cfg.count {
+            if ck.done.is_multiple_of(cfg.checkpoint_every) || ck.done == cfg.count {
                 file.flush()?;
                 std::fs::write(&state, serde_json::to_vec(&ck)?)?;
                 ctx.checkpointed(ck.done);
@@ -258,10 +288,14 @@ pub struct __CAMEL__ {
 
 impl RewardFn for __CAMEL__ {
     type Config = Config;
-    const DESCRIPTION: &'static str = "1 if the last line of the completion is the reference answer.";
+    const DESCRIPTION: &'static str =
+        "1 if the last line of the completion is the reference answer.";
 
     fn new(cfg: Config) -> anyhow::Result<Self> {
-        anyhow::ensure!((0.0..=1.0).contains(&cfg.partial_credit), "partial_credit must be in [0, 1]");
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&cfg.partial_credit),
+            "partial_credit must be in [0, 1]"
+        );
         Ok(__CAMEL__ { cfg })
     }
 

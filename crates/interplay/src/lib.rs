@@ -26,7 +26,11 @@ use stage_api::{Event, Level, RewardSample};
 static STOP: AtomicUsize = AtomicUsize::new(0);
 
 #[derive(Parser)]
-#[command(name = "interplay", version, about = "Run pipelines of interplay stage plugins.")]
+#[command(
+    name = "interplay",
+    version,
+    about = "Run pipelines of interplay stage plugins."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -46,7 +50,10 @@ impl PluginDirs {
         if let Some(p) = std::env::var_os("INTERPLAY_PLUGIN_PATH") {
             dirs.extend(std::env::split_paths(&p));
         }
-        if let Some(d) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        if let Some(d) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
             dirs.push(d);
         }
         dirs
@@ -140,29 +147,56 @@ pub fn main() -> ExitCode {
 
 fn dispatch(cli: Cli, argv: &[String]) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { file, overrides, force, run_dir, plugins } => run(&file, &overrides, force, run_dir, &plugins.resolve(), argv),
-        Command::Plan { file, overrides, json } => plan(&file, &overrides, json),
+        Command::Run {
+            file,
+            overrides,
+            force,
+            run_dir,
+            plugins,
+        } => run(&file, &overrides, force, run_dir, &plugins.resolve(), argv),
+        Command::Plan {
+            file,
+            overrides,
+            json,
+        } => plan(&file, &overrides, json),
         Command::Plugins { plugins } => list_plugins(&plugins.resolve()),
         Command::Describe { plugin, plugins } => {
             let path = stage_host::find_plugin(&plugin, &plugins.resolve())?;
             let manifest = match stage_host::load_stage(&path) {
                 Ok(p) => p.manifest,
-                Err(stage_err) => stage_host::load_reward(&path).map(|r| r.manifest).map_err(|_| stage_err)?,
+                Err(stage_err) => stage_host::load_reward(&path)
+                    .map(|r| r.manifest)
+                    .map_err(|_| stage_err)?,
             };
             println!("{}", serde_json::to_string_pretty(&manifest)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schema { out, only, check, plugins } => schema(&out, &only, check, &plugins.resolve()),
-        Command::Score { reward, config, file, plugins } => {
+        Command::Schema {
+            out,
+            only,
+            check,
+            plugins,
+        } => schema(&out, &only, check, &plugins.resolve()),
+        Command::Score {
+            reward,
+            config,
+            file,
+            plugins,
+        } => {
             let path = stage_host::find_plugin(&reward, &plugins.resolve())?;
-            let config: serde_json::Value = serde_json::from_str(&config).context("--config is not JSON")?;
+            let config: serde_json::Value =
+                serde_json::from_str(&config).context("--config is not JSON")?;
             let reward = stage_host::load_reward(&path)?.instantiate(&config)?;
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let batch = text
                 .lines()
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
-                .map(|(i, l)| serde_json::from_str::<RewardSample>(l).with_context(|| format!("{}:{}", file.display(), i + 1)))
+                .map(|(i, l)| {
+                    serde_json::from_str::<RewardSample>(l)
+                        .with_context(|| format!("{}:{}", file.display(), i + 1))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             for s in reward.score(&batch)? {
                 println!("{}", serde_json::to_string(&s)?);
@@ -197,7 +231,12 @@ fn run(
         argv: argv.to_vec(),
         runner_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    println!("pipeline {} ({} stages) → {}", p.name, stages.len(), run_dir.display());
+    println!(
+        "pipeline {} ({} stages) → {}",
+        p.name,
+        stages.len(),
+        run_dir.display()
+    );
     let mut ui = Progress::new();
     let summary = pipeline::execute(&p, &stages, &opts, &STOP, &mut ui)?;
     match summary.failed {
@@ -212,7 +251,12 @@ fn run(
         }
         Some(report) => {
             eprintln!("error: {}", report.render());
-            let finished: Vec<String> = summary.ran.iter().chain(&summary.skipped).cloned().collect();
+            let finished: Vec<String> = summary
+                .ran
+                .iter()
+                .chain(&summary.skipped)
+                .cloned()
+                .collect();
             if !finished.is_empty() {
                 eprintln!("finished stages are kept: {}", finished.join(", "));
             }
@@ -248,18 +292,26 @@ fn plan(file: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCod
     } else {
         println!("pipeline {} (seed {})", p.name, p.seed);
         for s in &p.stages {
-            println!("  {:<16} plugin {:<16} device {:<8} seed {}", s.name, s.plugin, s.device, s.seed);
+            println!(
+                "  {:<16} plugin {:<16} device {:<8} seed {}",
+                s.name, s.plugin, s.device, s.seed
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 fn list_plugins(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
-    println!("{:<20} {:<16} {:<8} {:<6} {:<4} {:<10} library", "plugin", "kind", "version", "api", "abi", "devices");
+    println!(
+        "{:<20} {:<16} {:<8} {:<6} {:<4} {:<10} library",
+        "plugin", "kind", "version", "api", "abi", "devices"
+    );
     for lib in stage_host::list_libraries(dirs) {
         let manifest = match stage_host::load_stage(&lib) {
             Ok(p) => Ok(p.manifest),
-            Err(stage_err) => stage_host::load_reward(&lib).map(|r| r.manifest).map_err(|_| stage_err),
+            Err(stage_err) => stage_host::load_reward(&lib)
+                .map(|r| r.manifest)
+                .map_err(|_| stage_err),
         };
         match manifest {
             Ok(m) => println!(
@@ -274,7 +326,10 @@ fn list_plugins(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
             ),
             // Other libraries in the build output are not plugins; say nothing about them.
             Err(e) if format!("{e:#}").contains("not an interplay") => {}
-            Err(e) => println!("{:<20} error: {e:#}", lib.file_name().unwrap_or_default().to_string_lossy()),
+            Err(e) => println!(
+                "{:<20} error: {e:#}",
+                lib.file_name().unwrap_or_default().to_string_lossy()
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -283,26 +338,42 @@ fn list_plugins(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
 fn schema(out: &Path, only: &[String], check: bool, dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut files: BTreeMap<PathBuf, String> = BTreeMap::new();
     let pretty = |v: &serde_json::Value| serde_json::to_string_pretty(v).map(|s| s + "\n");
-    files.insert(out.join("pipeline.schema.json"), pretty(&pipeline::pipeline_schema())?);
+    files.insert(
+        out.join("pipeline.schema.json"),
+        pretty(&pipeline::pipeline_schema())?,
+    );
     let manifests: Vec<stage_api::Manifest> = if only.is_empty() {
         stage_host::list_libraries(dirs)
             .iter()
-            .filter_map(|l| stage_host::load_stage(l).map(|p| p.manifest).or_else(|_| stage_host::load_reward(l).map(|r| r.manifest)).ok())
+            .filter_map(|l| {
+                stage_host::load_stage(l)
+                    .map(|p| p.manifest)
+                    .or_else(|_| stage_host::load_reward(l).map(|r| r.manifest))
+                    .ok()
+            })
             .collect()
     } else {
         only.iter()
             .map(|n| {
                 let path = stage_host::find_plugin(n, dirs)?;
-                stage_host::load_stage(&path).map(|p| p.manifest).or_else(|_| stage_host::load_reward(&path).map(|r| r.manifest))
+                stage_host::load_stage(&path)
+                    .map(|p| p.manifest)
+                    .or_else(|_| stage_host::load_reward(&path).map(|r| r.manifest))
             })
             .collect::<anyhow::Result<_>>()?
     };
     for m in &manifests {
         let mut schema = m.config_schema.clone();
         if let Some(obj) = schema.as_object_mut() {
-            obj.insert("title".into(), format!("config of interplay plugin `{}`", m.name).into());
+            obj.insert(
+                "title".into(),
+                format!("config of interplay plugin `{}`", m.name).into(),
+            );
         }
-        files.insert(out.join("plugins").join(format!("{}.schema.json", m.name)), pretty(&schema)?);
+        files.insert(
+            out.join("plugins").join(format!("{}.schema.json", m.name)),
+            pretty(&schema)?,
+        );
     }
     if check {
         let mut stale = Vec::new();
@@ -319,7 +390,11 @@ fn schema(out: &Path, only: &[String], check: bool, dirs: &[PathBuf]) -> anyhow:
             }
         }
         if stale.is_empty() {
-            println!("schemas in {} are up to date ({} files)", out.display(), files.len());
+            println!(
+                "schemas in {} are up to date ({} files)",
+                out.display(),
+                files.len()
+            );
             return Ok(ExitCode::SUCCESS);
         }
         eprintln!("stale schemas (run `cargo xtask schema`):");
@@ -353,7 +428,11 @@ struct Progress {
 
 impl Progress {
     fn new() -> Progress {
-        Progress { mp: MultiProgress::new(), bar: None, metrics: BTreeMap::new() }
+        Progress {
+            mp: MultiProgress::new(),
+            bar: None,
+            metrics: BTreeMap::new(),
+        }
     }
 
     fn println(&self, line: String) {
@@ -374,14 +453,18 @@ impl Observer for Progress {
         self.metrics.clear();
         let bar = self.mp.add(ProgressBar::new_spinner());
         bar.set_style(
-            ProgressStyle::with_template("  {prefix:<33} {spinner} {elapsed_precise} {msg}").expect("valid template"),
+            ProgressStyle::with_template("  {prefix:<33} {spinner} {elapsed_precise} {msg}")
+                .expect("valid template"),
         );
         bar.set_prefix(format!("{stage:<16} {plugin}"));
         bar.enable_steady_tick(Duration::from_millis(200));
         if resume {
             bar.set_message("resuming from checkpoint");
         }
-        self.println(format!("  {stage:<16} {plugin:<16} started{}", if resume { " (resuming)" } else { "" }));
+        self.println(format!(
+            "  {stage:<16} {plugin:<16} started{}",
+            if resume { " (resuming)" } else { "" }
+        ));
         self.bar = Some(bar);
     }
 
@@ -403,11 +486,20 @@ impl Observer for Progress {
             }
             Event::Metric { name, value, .. } => {
                 self.metrics.insert(name.clone(), *value);
-                let msg: Vec<String> = self.metrics.iter().take(6).map(|(k, v)| format!("{k}={v:.4}")).collect();
+                let msg: Vec<String> = self
+                    .metrics
+                    .iter()
+                    .take(6)
+                    .map(|(k, v)| format!("{k}={v:.4}"))
+                    .collect();
                 bar.set_message(msg.join(" "));
             }
             Event::Log { level, message } => {
-                let tag = if *level == Level::Warn { "warning: " } else { "" };
+                let tag = if *level == Level::Warn {
+                    "warning: "
+                } else {
+                    ""
+                };
                 self.println(format!("  [{stage}] {tag}{message}"));
             }
             Event::Checkpoint { .. } | Event::Sample { .. } | Event::Artifact { .. } => {}
@@ -420,7 +512,12 @@ impl Observer for Progress {
             self.mp.remove(&bar);
         }
         if report.status == StageStatus::Ok {
-            let metrics: Vec<String> = self.metrics.iter().take(6).map(|(k, v)| format!("{k}={v:.4}")).collect();
+            let metrics: Vec<String> = self
+                .metrics
+                .iter()
+                .take(6)
+                .map(|(k, v)| format!("{k}={v:.4}"))
+                .collect();
             self.println(format!(
                 "  {:<16} {:<16} done in {:.1}s {}",
                 report.stage,

@@ -104,7 +104,10 @@ impl StageReport {
             s.push_str(&format!("\n  {m}"));
         }
         if !self.stderr_tail.is_empty() {
-            s.push_str(&format!("\n  last lines of {}:", self.stage_dir.join("stderr.log").display()));
+            s.push_str(&format!(
+                "\n  last lines of {}:",
+                self.stage_dir.join("stderr.log").display()
+            ));
             for l in &self.stderr_tail {
                 s.push_str(&format!("\n  | {l}"));
             }
@@ -125,21 +128,36 @@ pub struct RunSummary {
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 const STDERR_TAIL: usize = 20;
 
 fn stderr_tail(path: &Path) -> Vec<String> {
-    let text = std::fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let text = std::fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(STDERR_TAIL)..].iter().map(|s| s.to_string()).collect()
+    lines[lines.len().saturating_sub(STDERR_TAIL)..]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn git_info(dir: &Path) -> Value {
     let git = |args: &[&str]| -> Option<String> {
-        let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
     match git(&["rev-parse", "HEAD"]) {
         Some(rev) => json!({
@@ -160,9 +178,15 @@ pub fn execute(
     stop: &AtomicUsize,
     obs: &mut dyn Observer,
 ) -> anyhow::Result<RunSummary> {
-    let rd = RunDir { root: opts.run_dir.clone() };
-    std::fs::create_dir_all(rd.root.join("stages")).with_context(|| format!("creating {}", rd.root.display()))?;
-    write_atomic(&rd.root.join("pipeline.resolved.toml"), p.resolved_toml().as_bytes())?;
+    let rd = RunDir {
+        root: opts.run_dir.clone(),
+    };
+    std::fs::create_dir_all(rd.root.join("stages"))
+        .with_context(|| format!("creating {}", rd.root.display()))?;
+    write_atomic(
+        &rd.root.join("pipeline.resolved.toml"),
+        p.resolved_toml().as_bytes(),
+    )?;
     let plugins: BTreeMap<&str, Value> = stages
         .iter()
         .map(|s| {
@@ -185,7 +209,10 @@ pub fn execute(
         "seed": p.seed,
         "stages": plugins,
     });
-    write_atomic(&rd.root.join("run.json"), &serde_json::to_vec_pretty(&run_json)?)?;
+    write_atomic(
+        &rd.root.join("run.json"),
+        &serde_json::to_vec_pretty(&run_json)?,
+    )?;
 
     let forced = p.downstream_of(&opts.force)?;
     let mut fingerprints: BTreeMap<String, String> = BTreeMap::new();
@@ -199,7 +226,12 @@ pub fn execute(
         let mut inputs: BTreeMap<String, Vec<ArtifactRef>> = BTreeMap::new();
         let mut input_fps: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for (port, refs) in &s.inputs {
-            let kind = m.inputs.iter().find(|i| &i.name == port).map(|i| i.kind).expect("checked in preflight");
+            let kind = m
+                .inputs
+                .iter()
+                .find(|i| &i.name == port)
+                .map(|i| i.kind)
+                .expect("checked in preflight");
             for r in refs {
                 inputs.entry(port.clone()).or_default().push(ArtifactRef {
                     stage: r.stage.clone(),
@@ -215,7 +247,12 @@ pub fn execute(
         let rewards: Vec<RewardSpec> = rs
             .rewards
             .iter()
-            .map(|(e, _, _)| RewardSpec { name: e.name.clone(), plugin: e.plugin.clone(), weight: e.weight, config: e.config.clone() })
+            .map(|(e, _, _)| RewardSpec {
+                name: e.name.clone(),
+                plugin: e.plugin.clone(),
+                weight: e.weight,
+                config: e.config.clone(),
+            })
             .collect();
         let fp = fingerprint(&json!({
             "api_version": stage_api::API_VERSION,
@@ -232,8 +269,14 @@ pub fn execute(
         fingerprints.insert(s.name.clone(), fp.clone());
 
         let is_forced = forced.contains(&s.name);
-        let outputs_present = m.outputs.iter().all(|o| rd.output(&s.name, &o.name).is_dir());
-        if !is_forced && rd.done_fingerprint(&s.name).as_deref() == Some(fp.as_str()) && outputs_present {
+        let outputs_present = m
+            .outputs
+            .iter()
+            .all(|o| rd.output(&s.name, &o.name).is_dir());
+        if !is_forced
+            && rd.done_fingerprint(&s.name).as_deref() == Some(fp.as_str())
+            && outputs_present
+        {
             obs.skipped(&s.name, &m.name);
             summary.skipped.push(s.name.clone());
             continue;
@@ -272,12 +315,20 @@ pub fn execute(
             .ok()
             .and_then(|t| serde_json::from_str::<Value>(&t).ok())
             .and_then(|v| v["fingerprint"].as_str().map(str::to_string));
-        let ckpt_nonempty = std::fs::read_dir(&ckpt).map(|mut d| d.next().is_some()).unwrap_or(false);
-        let resume = m.supports_resume && !is_forced && ckpt_fp.as_deref() == Some(fp.as_str()) && ckpt_nonempty;
+        let ckpt_nonempty = std::fs::read_dir(&ckpt)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        let resume = m.supports_resume
+            && !is_forced
+            && ckpt_fp.as_deref() == Some(fp.as_str())
+            && ckpt_nonempty;
         if !resume {
             remove_all(&ckpt)?;
             std::fs::create_dir_all(&ckpt)?;
-            write_atomic(&dir.join("ckpt.json"), &serde_json::to_vec(&json!({ "fingerprint": fp }))?)?;
+            write_atomic(
+                &dir.join("ckpt.json"),
+                &serde_json::to_vec(&json!({ "fingerprint": fp }))?,
+            )?;
         }
         let request = Request {
             api_version: stage_api::API_VERSION.to_string(),
@@ -297,10 +348,21 @@ pub fn execute(
         write_atomic(&request_path, &serde_json::to_vec_pretty(&request)?)?;
 
         // ---- run it in a child process
-        let mut events = OpenOptions::new().create(true).append(true).open(dir.join("events.jsonl"))?;
-        writeln!(events, "{}", json!({ "t": now(), "type": "attempt", "fingerprint": fp, "resume": resume }))?;
+        let mut events = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("events.jsonl"))?;
+        writeln!(
+            events,
+            "{}",
+            json!({ "t": now(), "type": "attempt", "fingerprint": fp, "resume": resume })
+        )?;
         obs.started(&s.name, &m.name, resume);
-        let reward_libs: Vec<(String, PathBuf)> = rs.rewards.iter().map(|(e, rp, _)| (e.name.clone(), rp.path.clone())).collect();
+        let reward_libs: Vec<(String, PathBuf)> = rs
+            .rewards
+            .iter()
+            .map(|(e, rp, _)| (e.name.clone(), rp.path.clone()))
+            .collect();
         let spec = stage_host::ChildSpec {
             host_exe: &opts.host_exe,
             plugin: &rs.plugin.path,
@@ -312,7 +374,9 @@ pub fn execute(
         let mut write_err = None;
         let exit = stage_host::run_child(&spec, stop, &mut |e: Event| {
             let mut line = serde_json::to_value(&e).expect("events serialize");
-            line.as_object_mut().expect("events are objects").insert("t".into(), json!(now()));
+            line.as_object_mut()
+                .expect("events are objects")
+                .insert("t".into(), json!(now()));
             if let Err(err) = writeln!(events, "{line}") {
                 write_err.get_or_insert(err);
             }
@@ -333,14 +397,24 @@ pub fn execute(
                 }
                 (StageStatus::Error, Some(m))
             }
-            (Some(Outcome::Panic { message }), _) => (StageStatus::Panic, Some(format!("panic: {message}"))),
+            (Some(Outcome::Panic { message }), _) => {
+                (StageStatus::Panic, Some(format!("panic: {message}")))
+            }
             (Some(Outcome::Ok), false) | (None, false) => (StageStatus::Crashed, None),
         };
         if status == StageStatus::Ok {
-            let missing: Vec<&str> = m.outputs.iter().filter(|o| !partial.join(&o.name).is_dir()).map(|o| o.name.as_str()).collect();
+            let missing: Vec<&str> = m
+                .outputs
+                .iter()
+                .filter(|o| !partial.join(&o.name).is_dir())
+                .map(|o| o.name.as_str())
+                .collect();
             if !missing.is_empty() {
                 status = StageStatus::Error;
-                message = Some(format!("the stage removed its output directories: {}", missing.join(", ")));
+                message = Some(format!(
+                    "the stage removed its output directories: {}",
+                    missing.join(", ")
+                ));
             }
         }
         let report = StageReport {
@@ -351,17 +425,25 @@ pub fn execute(
             status,
             message,
             exit: stage_host::describe_exit(&exit.status),
-            stderr_tail: if status == StageStatus::Ok { Vec::new() } else { stderr_tail(&dir.join("stderr.log")) },
+            stderr_tail: if status == StageStatus::Ok {
+                Vec::new()
+            } else {
+                stderr_tail(&dir.join("stderr.log"))
+            },
             resumed: resume,
             elapsed_s,
             stage_dir: dir.clone(),
         };
-        write_atomic(&dir.join("outcome.json"), &serde_json::to_vec_pretty(&report)?)?;
+        write_atomic(
+            &dir.join("outcome.json"),
+            &serde_json::to_vec_pretty(&report)?,
+        )?;
         if status == StageStatus::Ok {
             // Promote atomically, then mark done: DONE exists only next to complete outputs.
             let out = dir.join("out");
             remove_all(&out)?;
-            std::fs::rename(&partial, &out).with_context(|| format!("promoting {}", partial.display()))?;
+            std::fs::rename(&partial, &out)
+                .with_context(|| format!("promoting {}", partial.display()))?;
             write_atomic(
                 &dir.join("DONE"),
                 &serde_json::to_vec_pretty(&json!({

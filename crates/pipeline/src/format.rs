@@ -101,7 +101,12 @@ mod tests {
             None => schema,
             Some(d) => &schema["$defs"][d],
         };
-        let mut keys: Vec<String> = obj["properties"].as_object().unwrap().keys().cloned().collect();
+        let mut keys: Vec<String> = obj["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
         keys.sort();
         keys
     }

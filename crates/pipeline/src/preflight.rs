@@ -41,7 +41,9 @@ pub fn preflight(p: &Pipeline, plugin_dirs: &[PathBuf]) -> Result<Vec<ResolvedSt
     for s in &p.stages {
         let sp = vec![key("stages"), key(&s.name)];
         let plugin_path = [sp.clone(), vec![key("plugin")]].concat();
-        let plugin = match stage_host::find_plugin(&s.plugin, plugin_dirs).and_then(|f| stage_host::load_stage(&f)) {
+        let plugin = match stage_host::find_plugin(&s.plugin, plugin_dirs)
+            .and_then(|f| stage_host::load_stage(&f))
+        {
             Ok(pl) => pl,
             Err(e) => {
                 diags.push(o.diag(&plugin_path, format!("{e:#}")));
@@ -50,7 +52,13 @@ pub fn preflight(p: &Pipeline, plugin_dirs: &[PathBuf]) -> Result<Vec<ResolvedSt
         };
         let m = &plugin.manifest;
         if m.name != s.plugin {
-            diags.push(o.diag(&plugin_path, format!("the library found for `{}` says it is plugin `{}`", s.plugin, m.name)));
+            diags.push(o.diag(
+                &plugin_path,
+                format!(
+                    "the library found for `{}` says it is plugin `{}`",
+                    s.plugin, m.name
+                ),
+            ));
         }
         let family = s.device.split(':').next().unwrap_or_default();
         if !m.devices.iter().any(|d| d == family) {
@@ -61,19 +69,39 @@ pub fn preflight(p: &Pipeline, plugin_dirs: &[PathBuf]) -> Result<Vec<ResolvedSt
             };
             diags.push(o.diag(
                 &dev_path,
-                format!("plugin `{}` cannot run on `{}`; it supports: {}", m.name, s.device, m.devices.join(", ")),
+                format!(
+                    "plugin `{}` cannot run on `{}`; it supports: {}",
+                    m.name,
+                    s.device,
+                    m.devices.join(", ")
+                ),
             ));
         }
         check_inputs(s, &plugin, &resolved, o, &mut diags);
-        check_config(&m.config_schema, &s.config, &[sp.clone(), vec![key("config")]].concat(), &m.name, o, &mut diags);
+        check_config(
+            &m.config_schema,
+            &s.config,
+            &[sp.clone(), vec![key("config")]].concat(),
+            &m.name,
+            o,
+            &mut diags,
+        );
         let mut rewards = Vec::new();
         for (i, r) in s.rewards.iter().enumerate() {
             let rp = [sp.clone(), vec![key("rewards"), Seg::Index(i)]].concat();
-            let loaded = stage_host::find_plugin(&r.plugin, plugin_dirs).and_then(|f| stage_host::load_reward(&f));
+            let loaded = stage_host::find_plugin(&r.plugin, plugin_dirs)
+                .and_then(|f| stage_host::load_reward(&f));
             match loaded {
                 Ok(rw) => {
                     let cp = [rp.clone(), vec![key("config")]].concat();
-                    check_config(&rw.manifest.config_schema, &r.config, &cp, &rw.manifest.name, o, &mut diags);
+                    check_config(
+                        &rw.manifest.config_schema,
+                        &r.config,
+                        &cp,
+                        &rw.manifest.name,
+                        o,
+                        &mut diags,
+                    );
                     match hash(&rw.path) {
                         Ok(h) => rewards.push((r.clone(), rw, h)),
                         Err(e) => diags.push(o.diag(&rp, format!("{e:#}"))),
@@ -83,40 +111,87 @@ pub fn preflight(p: &Pipeline, plugin_dirs: &[PathBuf]) -> Result<Vec<ResolvedSt
             }
         }
         match hash(&plugin.path) {
-            Ok(h) => resolved.push(ResolvedStage { spec: s.clone(), plugin, plugin_sha256: h, rewards }),
+            Ok(h) => resolved.push(ResolvedStage {
+                spec: s.clone(),
+                plugin,
+                plugin_sha256: h,
+                rewards,
+            }),
             Err(e) => diags.push(o.diag(&plugin_path, format!("{e:#}"))),
         }
     }
-    if diags.is_empty() { Ok(resolved) } else { Err(Diagnostics(diags)) }
+    if diags.is_empty() {
+        Ok(resolved)
+    } else {
+        Err(Diagnostics(diags))
+    }
 }
 
-fn check_inputs(s: &StageSpec, plugin: &StagePlugin, earlier: &[ResolvedStage], o: &Origins, diags: &mut Vec<Diagnostic>) {
+fn check_inputs(
+    s: &StageSpec,
+    plugin: &StagePlugin,
+    earlier: &[ResolvedStage],
+    o: &Origins,
+    diags: &mut Vec<Diagnostic>,
+) {
     let m = &plugin.manifest;
     let ip = vec![key("stages"), key(&s.name), key("inputs")];
     let names = |ports: &[stage_api::Port]| -> String {
-        if ports.is_empty() { "(none)".to_string() } else { ports.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ") }
+        if ports.is_empty() {
+            "(none)".to_string()
+        } else {
+            ports
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
     };
     for (port, refs) in &s.inputs {
         let pp = [ip.clone(), vec![key(port)]].concat();
         let Some(decl) = m.inputs.iter().find(|i| &i.name == port) else {
-            diags.push(o.diag(&pp, format!("plugin `{}` has no input `{port}`; its inputs: {}", m.name, names(&m.inputs))));
+            diags.push(o.diag(
+                &pp,
+                format!(
+                    "plugin `{}` has no input `{port}`; its inputs: {}",
+                    m.name,
+                    names(&m.inputs)
+                ),
+            ));
             continue;
         };
         if !decl.many && refs.len() != 1 {
-            diags.push(o.diag(&pp, format!("input `{port}` takes exactly one reference, found {}", refs.len())));
+            diags.push(o.diag(
+                &pp,
+                format!(
+                    "input `{port}` takes exactly one reference, found {}",
+                    refs.len()
+                ),
+            ));
         }
         for r in refs {
             // Stages are in dependency order, so a producer is already resolved (unless it failed).
-            let Some(producer) = earlier.iter().find(|e| e.spec.name == r.stage) else { continue };
+            let Some(producer) = earlier.iter().find(|e| e.spec.name == r.stage) else {
+                continue;
+            };
             let pm = &producer.plugin.manifest;
             match pm.outputs.iter().find(|out| out.name == r.output) {
                 None => diags.push(o.diag(
                     &pp,
-                    format!("stage `{}` (plugin `{}`) has no output `{}`; its outputs: {}", r.stage, pm.name, r.output, names(&pm.outputs)),
+                    format!(
+                        "stage `{}` (plugin `{}`) has no output `{}`; its outputs: {}",
+                        r.stage,
+                        pm.name,
+                        r.output,
+                        names(&pm.outputs)
+                    ),
                 )),
                 Some(out) if out.kind != decl.kind => diags.push(o.diag(
                     &pp,
-                    format!("`{}.{}` is a {:?} artifact but input `{port}` takes {:?}", r.stage, r.output, out.kind, decl.kind),
+                    format!(
+                        "`{}.{}` is a {:?} artifact but input `{port}` takes {:?}",
+                        r.stage, r.output, out.kind, decl.kind
+                    ),
                 )),
                 Some(_) => {}
             }
@@ -126,18 +201,31 @@ fn check_inputs(s: &StageSpec, plugin: &StagePlugin, earlier: &[ResolvedStage], 
         if !decl.optional && !s.inputs.contains_key(&decl.name) {
             diags.push(o.diag(
                 &[key("stages"), key(&s.name)],
-                format!("missing input `{}` ({:?}: {}) required by plugin `{}`", decl.name, decl.kind, decl.description, m.name),
+                format!(
+                    "missing input `{}` ({:?}: {}) required by plugin `{}`",
+                    decl.name, decl.kind, decl.description, m.name
+                ),
             ));
         }
     }
 }
 
 /// Validates `config` against `schema`, reporting each error at its key path.
-pub(crate) fn check_config(schema: &Value, config: &Value, base: &[Seg], plugin: &str, o: &Origins, diags: &mut Vec<Diagnostic>) {
+pub(crate) fn check_config(
+    schema: &Value,
+    config: &Value,
+    base: &[Seg],
+    plugin: &str,
+    o: &Origins,
+    diags: &mut Vec<Diagnostic>,
+) {
     let validator = match jsonschema::validator_for(schema) {
         Ok(v) => v,
         Err(e) => {
-            diags.push(o.diag(base, format!("plugin `{plugin}` ships an invalid config schema: {e}")));
+            diags.push(o.diag(
+                base,
+                format!("plugin `{plugin}` ships an invalid config schema: {e}"),
+            ));
             return;
         }
     };
@@ -152,18 +240,34 @@ pub(crate) fn check_config(schema: &Value, config: &Value, base: &[Seg], plugin:
         match e.kind() {
             jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
                 let known = if path.len() == base.len() {
-                    let mut k: Vec<&str> = schema["properties"].as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+                    let mut k: Vec<&str> = schema["properties"]
+                        .as_object()
+                        .map(|m| m.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
                     k.sort();
-                    format!("; expected one of: {}", if k.is_empty() { "(no keys)".to_string() } else { k.join(", ") })
+                    format!(
+                        "; expected one of: {}",
+                        if k.is_empty() {
+                            "(no keys)".to_string()
+                        } else {
+                            k.join(", ")
+                        }
+                    )
                 } else {
                     String::new()
                 };
                 for u in unexpected {
                     let up = [path.clone(), vec![key(u)]].concat();
-                    diags.push(o.diag(&up, format!("unknown key `{u}` for plugin `{plugin}`{known}")));
+                    diags.push(o.diag(
+                        &up,
+                        format!("unknown key `{u}` for plugin `{plugin}`{known}"),
+                    ));
                 }
             }
-            _ => diags.push(o.diag(&path, format!("{e} (checked against plugin `{plugin}`'s config schema)"))),
+            _ => diags.push(o.diag(
+                &path,
+                format!("{e} (checked against plugin `{plugin}`'s config schema)"),
+            )),
         }
     }
 }

@@ -127,11 +127,18 @@ impl Origins {
         (0..=path.len())
             .rev()
             .find_map(|n| self.at.get(&path[..n]).cloned())
-            .unwrap_or(Origin::File { file: self.file.clone(), line: 1 })
+            .unwrap_or(Origin::File {
+                file: self.file.clone(),
+                line: 1,
+            })
     }
 
     pub(crate) fn diag(&self, path: &[Seg], message: impl Into<String>) -> Diagnostic {
-        Diagnostic { origin: self.of(path), path: show(path), message: message.into() }
+        Diagnostic {
+            origin: self.of(path),
+            path: show(path),
+            message: message.into(),
+        }
     }
 }
 
@@ -139,7 +146,8 @@ impl Pipeline {
     /// Reads `file`, applies `overrides` (`key.path=value`, value a TOML literal; `+key=value`
     /// adds a key that the file lacks) and checks the result.
     pub fn load(file: &Path, overrides: &[String]) -> anyhow::Result<Pipeline> {
-        let text = std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
         Ok(Pipeline::parse(file, &text, overrides)?)
     }
 
@@ -149,15 +157,27 @@ impl Pipeline {
             let line = e.span().map(|s| line_of(text, s.start)).unwrap_or(1);
             let msg = e.message().trim().to_string();
             Diagnostics(vec![Diagnostic {
-                origin: Origin::File { file: file.to_path_buf(), line },
+                origin: Origin::File {
+                    file: file.to_path_buf(),
+                    line,
+                },
                 path: String::new(),
                 message: format!("TOML syntax error: {msg}"),
             }])
         })?;
-        let mut origins = Origins { file: file.to_path_buf(), at: BTreeMap::new() };
+        let mut origins = Origins {
+            file: file.to_path_buf(),
+            at: BTreeMap::new(),
+        };
         let mut stage_order = Vec::new();
         let mut diags = Vec::new();
-        let mut root = table_to_json(doc.as_table(), &mut Vec::new(), text, &mut origins, &mut diags);
+        let mut root = table_to_json(
+            doc.as_table(),
+            &mut Vec::new(),
+            text,
+            &mut origins,
+            &mut diags,
+        );
         if let Some(stages) = doc.as_table().get("stages").and_then(Item::as_table_like) {
             stage_order.extend(stages.iter().map(|(k, _)| k.to_string()));
         }
@@ -186,13 +206,19 @@ impl Pipeline {
             anyhow::ensure!(
                 self.stage(n).is_some(),
                 "--force {n}: no stage named `{n}` (stages: {})",
-                self.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                self.stages
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             out.insert(n.clone());
         }
         // Stages are in dependency order, so one pass suffices.
         for s in &self.stages {
-            if s.inputs.values().flatten().any(|r| out.contains(&r.stage)) || s.after.iter().any(|a| out.contains(a)) {
+            if s.inputs.values().flatten().any(|r| out.contains(&r.stage))
+                || s.after.iter().any(|a| out.contains(a))
+            {
                 out.insert(s.name.clone());
             }
         }
@@ -220,7 +246,11 @@ impl Pipeline {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 // ---- TOML → JSON, recording origins ------------------------------------------------------------
@@ -235,9 +265,18 @@ fn table_to_json(
     let mut m = Map::new();
     for (k, item) in t.iter() {
         path.push(key(k));
-        let span = t.get_key_value(k).and_then(|(key, _)| key.span()).or_else(|| item.span());
+        let span = t
+            .get_key_value(k)
+            .and_then(|(key, _)| key.span())
+            .or_else(|| item.span());
         if let Some(span) = span {
-            origins.at.insert(path.clone(), Origin::File { file: origins.file.clone(), line: line_of(text, span.start) });
+            origins.at.insert(
+                path.clone(),
+                Origin::File {
+                    file: origins.file.clone(),
+                    line: line_of(text, span.start),
+                },
+            );
         }
         if let Some(v) = item_to_json(item, path, text, origins, diags) {
             m.insert(k.to_string(), v);
@@ -264,7 +303,13 @@ fn item_to_json(
                 .map(|(i, t)| {
                     path.push(Seg::Index(i));
                     if let Some(span) = t.span() {
-                        origins.at.insert(path.clone(), Origin::File { file: origins.file.clone(), line: line_of(text, span.start) });
+                        origins.at.insert(
+                            path.clone(),
+                            Origin::File {
+                                file: origins.file.clone(),
+                                line: line_of(text, span.start),
+                            },
+                        );
                     }
                     let v = table_to_json(t, path, text, origins, diags);
                     path.pop();
@@ -289,7 +334,9 @@ fn value_to_json(
         T::Float(f) => match serde_json::Number::from_f64(*f.value()) {
             Some(n) => Value::Number(n),
             None => {
-                diags.push(origins.diag(path, "inf and nan are not allowed (configs travel as JSON)"));
+                diags.push(
+                    origins.diag(path, "inf and nan are not allowed (configs travel as JSON)"),
+                );
                 Value::Null
             }
         },
@@ -301,7 +348,13 @@ fn value_to_json(
                 .map(|(i, v)| {
                     path.push(Seg::Index(i));
                     if let Some(span) = v.span() {
-                        origins.at.insert(path.clone(), Origin::File { file: origins.file.clone(), line: line_of(text, span.start) });
+                        origins.at.insert(
+                            path.clone(),
+                            Origin::File {
+                                file: origins.file.clone(),
+                                line: line_of(text, span.start),
+                            },
+                        );
                     }
                     let j = value_to_json(v, path, text, origins, diags);
                     path.pop();
@@ -356,7 +409,11 @@ fn json_to_toml(v: &Value) -> toml_edit::Value {
 
 fn apply_override(root: &mut Value, origins: &mut Origins, arg: &str) -> Result<(), Diagnostic> {
     let origin = Origin::Override(arg.to_string());
-    let fail = |path: &str, message: String| Diagnostic { origin: origin.clone(), path: path.to_string(), message };
+    let fail = |path: &str, message: String| Diagnostic {
+        origin: origin.clone(),
+        path: path.to_string(),
+        message,
+    };
     let Some((raw_key, raw_value)) = arg.split_once('=') else {
         return Err(fail("", "expected `key.path=value`".into()));
     };
@@ -365,7 +422,12 @@ fn apply_override(root: &mut Value, origins: &mut Origins, arg: &str) -> Result<
         None => (false, raw_key),
     };
     let value = parse_literal(raw_value).ok_or_else(|| {
-        fail(raw_key, format!("`{raw_value}` is not a TOML value (strings with spaces or symbols need quotes)"))
+        fail(
+            raw_key,
+            format!(
+                "`{raw_value}` is not a TOML value (strings with spaces or symbols need quotes)"
+            ),
+        )
     })?;
     if raw_key.is_empty() || raw_key.split('.').any(str::is_empty) {
         return Err(fail(raw_key, "empty key in path".into()));
@@ -386,10 +448,20 @@ fn apply_override(root: &mut Value, origins: &mut Origins, arg: &str) -> Result<
         let in_config = known || path.iter().any(|p| *p == key("config"));
         match cur {
             Value::Array(a) => {
-                let idx: usize = s.parse().map_err(|_| fail(&show(&path), format!("`{s}` is not an index into this list")))?;
+                let idx: usize = s.parse().map_err(|_| {
+                    fail(
+                        &show(&path),
+                        format!("`{s}` is not an index into this list"),
+                    )
+                })?;
                 let len = a.len();
                 path.push(Seg::Index(idx));
-                cur = a.get_mut(idx).ok_or_else(|| fail(&show(&path), format!("index {idx} is out of range (the list has {len} items)")))?;
+                cur = a.get_mut(idx).ok_or_else(|| {
+                    fail(
+                        &show(&path),
+                        format!("index {idx} is out of range (the list has {len} items)"),
+                    )
+                })?;
             }
             Value::Object(m) => {
                 path.push(key(s));
@@ -397,7 +469,10 @@ fn apply_override(root: &mut Value, origins: &mut Origins, arg: &str) -> Result<
                     if !(add || in_config) {
                         return Err(fail(
                             &show(&path),
-                            format!("no such key in {} (write `+{raw_key}=...` to add it)", origins.file.display()),
+                            format!(
+                                "no such key in {} (write `+{raw_key}=...` to add it)",
+                                origins.file.display()
+                            ),
                         ));
                     }
                     if !last {
@@ -412,7 +487,12 @@ fn apply_override(root: &mut Value, origins: &mut Origins, arg: &str) -> Result<
                 }
                 cur = m.get_mut(*s).unwrap();
             }
-            _ => return Err(fail(&show(&path), "is not a table, so it has no keys".into())),
+            _ => {
+                return Err(fail(
+                    &show(&path),
+                    "is not a table, so it has no keys".into(),
+                ));
+            }
         }
         if last {
             *cur = value;
@@ -435,7 +515,10 @@ fn parse_literal(raw: &str) -> Option<Value> {
         let v = item_to_json(item, &mut Vec::new(), "", &mut origins, &mut diags)?;
         return diags.is_empty().then_some(v);
     }
-    let bare = !raw.is_empty() && raw.chars().all(|c| c.is_ascii_alphanumeric() || "_-:./".contains(c));
+    let bare = !raw.is_empty()
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-:./".contains(c));
     bare.then(|| Value::String(raw.to_string()))
 }
 
@@ -461,19 +544,33 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn table<'v>(&mut self, v: &'v Value, path: &[Seg], allowed: &[&str]) -> Option<&'v Map<String, Value>> {
+    fn table<'v>(
+        &mut self,
+        v: &'v Value,
+        path: &[Seg],
+        allowed: &[&str],
+    ) -> Option<&'v Map<String, Value>> {
         let m = self.object(v, path)?;
         for k in m.keys() {
             if !allowed.contains(&k.as_str()) {
                 let mut p = path.to_vec();
                 p.push(key(k));
-                self.err(&p, format!("unknown key `{k}`; expected one of: {}", allowed.join(", ")));
+                self.err(
+                    &p,
+                    format!("unknown key `{k}`; expected one of: {}", allowed.join(", ")),
+                );
             }
         }
         Some(m)
     }
 
-    fn string(&mut self, m: &Map<String, Value>, path: &[Seg], k: &str, required: bool) -> Option<String> {
+    fn string(
+        &mut self,
+        m: &Map<String, Value>,
+        path: &[Seg],
+        k: &str,
+        required: bool,
+    ) -> Option<String> {
         let mut p = path.to_vec();
         p.push(key(k));
         match m.get(k) {
@@ -505,21 +602,46 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 const PIPELINE_KEYS: &[&str] = &["name", "seed", "device", "description"];
-const STAGE_KEYS: &[&str] = &["plugin", "config", "inputs", "after", "device", "rewards", "description"];
+const STAGE_KEYS: &[&str] = &[
+    "plugin",
+    "config",
+    "inputs",
+    "after",
+    "device",
+    "rewards",
+    "description",
+];
 const REWARD_KEYS: &[&str] = &["plugin", "name", "weight", "config"];
 
 #[cfg(test)]
 pub(crate) fn allowed_keys() -> [(&'static str, &'static [&'static str]); 3] {
-    [("pipeline", PIPELINE_KEYS), ("stage", STAGE_KEYS), ("reward", REWARD_KEYS)]
+    [
+        ("pipeline", PIPELINE_KEYS),
+        ("stage", STAGE_KEYS),
+        ("reward", REWARD_KEYS),
+    ]
 }
 
-fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -> Result<Pipeline, Diagnostics> {
-    let mut c = Checker { origins, diags: Vec::new() };
-    let top = c.table(root, &[], &["pipeline", "stages"]).cloned().unwrap_or_default();
+fn check(
+    file: &Path,
+    root: &Value,
+    origins: &Origins,
+    stage_order: &[String],
+) -> Result<Pipeline, Diagnostics> {
+    let mut c = Checker {
+        origins,
+        diags: Vec::new(),
+    };
+    let top = c
+        .table(root, &[], &["pipeline", "stages"])
+        .cloned()
+        .unwrap_or_default();
 
     // [pipeline]
     let pp = vec![key("pipeline")];
@@ -530,14 +652,20 @@ fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -
             if let Some(m) = c.table(v, &pp, PIPELINE_KEYS) {
                 name = c.string(m, &pp, "name", true).unwrap_or_default();
                 if !name.is_empty() && !valid_name(&name) {
-                    c.err(&[key("pipeline"), key("name")], "use only letters, digits, `-` and `_` (it names a directory)");
+                    c.err(
+                        &[key("pipeline"), key("name")],
+                        "use only letters, digits, `-` and `_` (it names a directory)",
+                    );
                 }
                 device = c.string(m, &pp, "device", false).unwrap_or(device);
                 match m.get("seed") {
                     None => {}
                     Some(v) => match v.as_u64() {
                         Some(s) => seed = s,
-                        None => c.err(&[key("pipeline"), key("seed")], format!("expected a non-negative integer, found {}", type_name(v))),
+                        None => c.err(
+                            &[key("pipeline"), key("seed")],
+                            format!("expected a non-negative integer, found {}", type_name(v)),
+                        ),
                     },
                 }
             }
@@ -549,27 +677,43 @@ fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -
     let sp = vec![key("stages")];
     let stage_tables = match top.get("stages") {
         None => {
-            c.err(&[], "missing [stages.NAME] tables: a pipeline needs at least one stage");
+            c.err(
+                &[],
+                "missing [stages.NAME] tables: a pipeline needs at least one stage",
+            );
             Map::new()
         }
         Some(v) => c.object(v, &sp).cloned().unwrap_or_default(),
     };
-    let mut names: Vec<&String> = stage_order.iter().filter(|n| stage_tables.contains_key(*n)).collect();
+    let mut names: Vec<&String> = stage_order
+        .iter()
+        .filter(|n| stage_tables.contains_key(*n))
+        .collect();
     names.extend(stage_tables.keys().filter(|k| !stage_order.contains(k)));
     for sname in names {
         let v = &stage_tables[sname];
         let p = vec![key("stages"), key(sname)];
         if !valid_name(sname) {
-            c.err(&p, "stage names use only letters, digits, `-` and `_` (they name directories)");
+            c.err(
+                &p,
+                "stage names use only letters, digits, `-` and `_` (they name directories)",
+            );
         }
-        let Some(m) = c.table(v, &p, STAGE_KEYS) else { continue };
+        let Some(m) = c.table(v, &p, STAGE_KEYS) else {
+            continue;
+        };
         let plugin = c.string(m, &p, "plugin", true).unwrap_or_default();
-        let sdevice = c.string(m, &p, "device", false).unwrap_or_else(|| device.clone());
+        let sdevice = c
+            .string(m, &p, "device", false)
+            .unwrap_or_else(|| device.clone());
         let config = match m.get("config") {
             None => Value::Object(Map::new()),
             Some(v @ Value::Object(_)) => v.clone(),
             Some(v) => {
-                c.err(&[p.clone(), vec![key("config")]].concat(), format!("expected a table, found {}", type_name(v)));
+                c.err(
+                    &[p.clone(), vec![key("config")]].concat(),
+                    format!("expected a table, found {}", type_name(v)),
+                );
                 Value::Object(Map::new())
             }
         };
@@ -580,7 +724,11 @@ fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -
                 for (port, refs) in im {
                     let pp = [ip.clone(), vec![key(port)]].concat();
                     let list: Vec<(&Value, Vec<Seg>)> = match refs {
-                        Value::Array(a) => a.iter().enumerate().map(|(i, r)| (r, [pp.clone(), vec![Seg::Index(i)]].concat())).collect(),
+                        Value::Array(a) => a
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| (r, [pp.clone(), vec![Seg::Index(i)]].concat()))
+                            .collect(),
                         r => vec![(r, pp.clone())],
                     };
                     let mut parsed = Vec::new();
@@ -599,7 +747,11 @@ fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -
         let mut after = Vec::new();
         if let Some(v) = m.get("after") {
             let ap = [p.clone(), vec![key("after")]].concat();
-            match v.as_array().map(|a| a.iter().map(|x| x.as_str().map(str::to_string)).collect::<Option<Vec<_>>>()) {
+            match v.as_array().map(|a| {
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+            }) {
                 Some(Some(a)) => after = a,
                 _ => c.err(&ap, format!("expected a list of stage names, found {v}")),
             }
@@ -611,15 +763,22 @@ fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -
                 Value::Array(a) => {
                     for (i, r) in a.iter().enumerate() {
                         let ep = [rp.clone(), vec![Seg::Index(i)]].concat();
-                        let Some(rm) = c.table(r, &ep, REWARD_KEYS) else { continue };
+                        let Some(rm) = c.table(r, &ep, REWARD_KEYS) else {
+                            continue;
+                        };
                         let rplugin = c.string(rm, &ep, "plugin", true).unwrap_or_default();
-                        let rname = c.string(rm, &ep, "name", false).unwrap_or_else(|| rplugin.clone());
+                        let rname = c
+                            .string(rm, &ep, "name", false)
+                            .unwrap_or_else(|| rplugin.clone());
                         let weight = match rm.get("weight") {
                             None => 1.0,
                             Some(w) => match w.as_f64() {
                                 Some(w) => w as f32,
                                 None => {
-                                    c.err(&[ep.clone(), vec![key("weight")]].concat(), format!("expected a number, found {}", type_name(w)));
+                                    c.err(
+                                        &[ep.clone(), vec![key("weight")]].concat(),
+                                        format!("expected a number, found {}", type_name(w)),
+                                    );
                                     1.0
                                 }
                             },
@@ -628,17 +787,31 @@ fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -
                             None => Value::Object(Map::new()),
                             Some(v @ Value::Object(_)) => v.clone(),
                             Some(v) => {
-                                c.err(&[ep.clone(), vec![key("config")]].concat(), format!("expected a table, found {}", type_name(v)));
+                                c.err(
+                                    &[ep.clone(), vec![key("config")]].concat(),
+                                    format!("expected a table, found {}", type_name(v)),
+                                );
                                 Value::Object(Map::new())
                             }
                         };
                         if rewards.iter().any(|e: &RewardEntry| e.name == rname) {
-                            c.err(&ep, format!("two rewards are named `{rname}`; give one a `name`"));
+                            c.err(
+                                &ep,
+                                format!("two rewards are named `{rname}`; give one a `name`"),
+                            );
                         }
-                        rewards.push(RewardEntry { name: rname, plugin: rplugin, weight, config: rconfig });
+                        rewards.push(RewardEntry {
+                            name: rname,
+                            plugin: rplugin,
+                            weight,
+                            config: rconfig,
+                        });
                     }
                 }
-                v => c.err(&rp, format!("expected a list of tables, found {}", type_name(v))),
+                v => c.err(
+                    &rp,
+                    format!("expected a list of tables, found {}", type_name(v)),
+                ),
             }
         }
         stages.push(StageSpec {
@@ -674,14 +847,25 @@ fn check(file: &Path, root: &Value, origins: &Origins, stage_order: &[String]) -
 fn order(stages: Vec<StageSpec>, origins: &Origins) -> Result<Vec<StageSpec>, Diagnostics> {
     let mut g: DiGraph<usize, ()> = DiGraph::new();
     let nodes: Vec<NodeIndex> = (0..stages.len()).map(|i| g.add_node(i)).collect();
-    let index: BTreeMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
-    let all = stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+    let index: BTreeMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let all = stages
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let mut diags = Vec::new();
     for (i, s) in stages.iter().enumerate() {
         let deps = s
             .inputs
             .iter()
-            .flat_map(|(port, refs)| refs.iter().map(move |r| (vec![key("inputs"), key(port)], r.stage.as_str())))
+            .flat_map(|(port, refs)| {
+                refs.iter()
+                    .map(move |r| (vec![key("inputs"), key(port)], r.stage.as_str()))
+            })
             .chain(s.after.iter().map(|a| (vec![key("after")], a.as_str())));
         for (sub, dep) in deps {
             let path = [vec![key("stages"), key(&s.name)], sub].concat();
@@ -689,7 +873,10 @@ fn order(stages: Vec<StageSpec>, origins: &Origins) -> Result<Vec<StageSpec>, Di
                 Some(&j) => {
                     g.update_edge(nodes[j], nodes[i], ());
                 }
-                None => diags.push(origins.diag(&path, format!("dangling reference: no stage named `{dep}` (stages: {all})"))),
+                None => diags.push(origins.diag(
+                    &path,
+                    format!("dangling reference: no stage named `{dep}` (stages: {all})"),
+                )),
             }
         }
     }
@@ -699,8 +886,13 @@ fn order(stages: Vec<StageSpec>, origins: &Origins) -> Result<Vec<StageSpec>, Di
     match petgraph::algo::toposort(&g, None) {
         Ok(_) => {
             // Acyclic. Order stably: among the stages whose dependencies are done, file order.
-            let mut indegree: Vec<usize> =
-                nodes.iter().map(|&n| g.neighbors_directed(n, petgraph::Direction::Incoming).count()).collect();
+            let mut indegree: Vec<usize> = nodes
+                .iter()
+                .map(|&n| {
+                    g.neighbors_directed(n, petgraph::Direction::Incoming)
+                        .count()
+                })
+                .collect();
             let mut done = vec![false; stages.len()];
             let mut sorted = Vec::with_capacity(stages.len());
             while let Some(i) = (0..stages.len()).find(|&i| !done[i] && indegree[i] == 0) {
@@ -711,7 +903,10 @@ fn order(stages: Vec<StageSpec>, origins: &Origins) -> Result<Vec<StageSpec>, Di
                 }
             }
             let mut slots: Vec<Option<StageSpec>> = stages.into_iter().map(Some).collect();
-            Ok(sorted.into_iter().map(|i| slots[i].take().unwrap()).collect())
+            Ok(sorted
+                .into_iter()
+                .map(|i| slots[i].take().unwrap())
+                .collect())
         }
         Err(_) => {
             // Name the stages on the cycle, in the order data flows.
@@ -723,7 +918,12 @@ fn order(stages: Vec<StageSpec>, origins: &Origins) -> Result<Vec<StageSpec>, Di
             let mut cycle = vec![first];
             let mut cur = nodes[first];
             loop {
-                let next = g.neighbors(cur).filter(|n| scc.contains(n)).map(|n| g[n]).min().unwrap();
+                let next = g
+                    .neighbors(cur)
+                    .filter(|n| scc.contains(n))
+                    .map(|n| g[n])
+                    .min()
+                    .unwrap();
                 cycle.push(next);
                 if next == first || cycle.len() > scc.len() + 1 {
                     break;
@@ -732,9 +932,15 @@ fn order(stages: Vec<StageSpec>, origins: &Origins) -> Result<Vec<StageSpec>, Di
             }
             let names: Vec<&str> = cycle.iter().map(|&i| stages[i].name.as_str()).collect();
             let second = &stages[cycle[1]];
-            let field = if second.after.iter().any(|a| a == &stages[first].name) { "after" } else { "inputs" };
+            let field = if second.after.iter().any(|a| a == &stages[first].name) {
+                "after"
+            } else {
+                "inputs"
+            };
             let path = vec![key("stages"), key(&second.name), key(field)];
-            Err(Diagnostics(vec![origins.diag(&path, format!("cycle: {}", names.join(" -> ")))]))
+            Err(Diagnostics(vec![
+                origins.diag(&path, format!("cycle: {}", names.join(" -> "))),
+            ]))
         }
     }
 }

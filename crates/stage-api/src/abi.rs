@@ -19,7 +19,8 @@ use std::ffi::c_void;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::{
-    Event, Host, Manifest, Outcome, Request, RewardFn, RewardSample, RewardScores, RunContext, Stage, StageKind,
+    Event, Host, Manifest, Outcome, Request, RewardFn, RewardSample, RewardScores, RunContext,
+    Stage, StageKind,
 };
 
 /// Version of the structs in this module. The host requires exact equality.
@@ -68,18 +69,28 @@ pub struct Bytes {
 impl Bytes {
     /// Borrows a static string (for declarations).
     pub const fn from_static(s: &'static str) -> Bytes {
-        Bytes { ptr: s.as_ptr(), len: s.len() }
+        Bytes {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// Borrows a slice for the duration of a call.
     pub fn from_slice(s: &[u8]) -> Bytes {
-        Bytes { ptr: s.as_ptr(), len: s.len() }
+        Bytes {
+            ptr: s.as_ptr(),
+            len: s.len(),
+        }
     }
 
     /// # Safety
     /// `ptr..ptr+len` must be readable for the returned lifetime.
     pub unsafe fn as_slice<'a>(self) -> &'a [u8] {
-        if self.len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(self.ptr, self.len) } }
+        if self.len == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+        }
     }
 }
 
@@ -145,7 +156,10 @@ pub fn vec_writer(buf: &mut Vec<u8>) -> Writer {
         let buf = unsafe { &mut *(ctx as *mut Vec<u8>) };
         buf.extend_from_slice(unsafe { bytes.as_slice() });
     }
-    Writer { ctx: buf as *mut Vec<u8> as *mut c_void, write: append }
+    Writer {
+        ctx: buf as *mut Vec<u8> as *mut c_void,
+        write: append,
+    }
 }
 
 /// Error payload written next to [`STATUS_ERROR`] / [`STATUS_PANIC`] by `create` and `score`.
@@ -166,7 +180,10 @@ pub mod __private {
     }
 
     fn write_json<T: serde::Serialize>(out: *const Writer, value: &T) {
-        write(out, &serde_json::to_vec(value).expect("message types serialize"));
+        write(
+            out,
+            &serde_json::to_vec(value).expect("message types serialize"),
+        );
     }
 
     fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -224,7 +241,12 @@ pub mod __private {
                 STATUS_OK
             }
             Err(p) => {
-                write_json(out, &ErrorMessage { error: format!("describe panicked: {}", panic_message(&*p)) });
+                write_json(
+                    out,
+                    &ErrorMessage {
+                        error: format!("describe panicked: {}", panic_message(&*p)),
+                    },
+                );
                 STATUS_PANIC
             }
         }
@@ -246,8 +268,9 @@ pub mod __private {
             let w = vec_writer(&mut buf);
             let status = unsafe { ((*self.0).score)((*self.0).ctx, Bytes::from_slice(&json), &w) };
             if status != STATUS_OK {
-                let msg: ErrorMessage = serde_json::from_slice(&buf)
-                    .unwrap_or(ErrorMessage { error: String::from_utf8_lossy(&buf).into_owned() });
+                let msg: ErrorMessage = serde_json::from_slice(&buf).unwrap_or(ErrorMessage {
+                    error: String::from_utf8_lossy(&buf).into_owned(),
+                });
                 anyhow::bail!("scoring failed: {}", msg.error);
             }
             Ok(serde_json::from_slice(&buf)?)
@@ -257,10 +280,14 @@ pub mod __private {
     /// Body of a stage's `run` export.
     pub fn run_stage<S: Stage>(request: Bytes, host: *const HostApi, out: *const Writer) -> i32 {
         let result = catch_unwind(AssertUnwindSafe(|| -> anyhow::Result<()> {
-            let request: Request = serde_json::from_slice(unsafe { request.as_slice() })
-                .map_err(|e| anyhow::anyhow!("the host sent a request this plugin cannot read: {e}"))?;
-            let config: S::Config = serde_json::from_value(request.config.clone())
-                .map_err(|e| anyhow::anyhow!("invalid config for stage `{}`: {e}", request.stage))?;
+            let request: Request =
+                serde_json::from_slice(unsafe { request.as_slice() }).map_err(|e| {
+                    anyhow::anyhow!("the host sent a request this plugin cannot read: {e}")
+                })?;
+            let config: S::Config =
+                serde_json::from_value(request.config.clone()).map_err(|e| {
+                    anyhow::anyhow!("invalid config for stage `{}`: {e}", request.stage)
+                })?;
             let host = AbiHost(host);
             let mut ctx = RunContext::new(request, &host);
             S::run(config, &mut ctx)
@@ -272,7 +299,9 @@ pub mod __private {
                 message: e.to_string(),
                 chain: e.chain().skip(1).map(|c| c.to_string()).collect(),
             },
-            Err(p) => Outcome::Panic { message: panic_message(&*p) },
+            Err(p) => Outcome::Panic {
+                message: panic_message(&*p),
+            },
         };
         write_json(out, &outcome);
         match outcome {
@@ -292,11 +321,21 @@ pub mod __private {
         match result {
             Ok(Ok(r)) => Box::into_raw(Box::new(r)) as *mut c_void,
             Ok(Err(e)) => {
-                write_json(out, &ErrorMessage { error: error_chain(&e) });
+                write_json(
+                    out,
+                    &ErrorMessage {
+                        error: error_chain(&e),
+                    },
+                );
                 std::ptr::null_mut()
             }
             Err(p) => {
-                write_json(out, &ErrorMessage { error: format!("panicked: {}", panic_message(&*p)) });
+                write_json(
+                    out,
+                    &ErrorMessage {
+                        error: format!("panicked: {}", panic_message(&*p)),
+                    },
+                );
                 std::ptr::null_mut()
             }
         }
@@ -323,11 +362,21 @@ pub mod __private {
                 STATUS_OK
             }
             Ok(Err(e)) => {
-                write_json(out, &ErrorMessage { error: error_chain(&e) });
+                write_json(
+                    out,
+                    &ErrorMessage {
+                        error: error_chain(&e),
+                    },
+                );
                 STATUS_ERROR
             }
             Err(p) => {
-                write_json(out, &ErrorMessage { error: format!("panicked: {}", panic_message(&*p)) });
+                write_json(
+                    out,
+                    &ErrorMessage {
+                        error: format!("panicked: {}", panic_message(&*p)),
+                    },
+                );
                 STATUS_PANIC
             }
         }
@@ -336,7 +385,9 @@ pub mod __private {
     /// Body of a reward's `destroy` export.
     pub fn destroy_reward<R: RewardFn>(handle: *mut c_void) {
         // A panic in Drop must not unwind into the host.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(unsafe { Box::from_raw(handle as *mut R) })));
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            drop(unsafe { Box::from_raw(handle as *mut R) })
+        }));
     }
 }
 
@@ -350,7 +401,12 @@ macro_rules! export_stage {
         pub extern "C" fn interplay_stage_v1() -> *const $crate::abi::StageDecl {
             unsafe extern "C" fn describe(out: *const $crate::abi::Writer) -> i32 {
                 $crate::abi::__private::describe(
-                    || $crate::abi::__private::stage_manifest::<$stage>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+                    || {
+                        $crate::abi::__private::stage_manifest::<$stage>(
+                            env!("CARGO_PKG_NAME"),
+                            env!("CARGO_PKG_VERSION"),
+                        )
+                    },
                     out,
                 )
             }
@@ -386,7 +442,12 @@ macro_rules! export_reward {
         pub extern "C" fn interplay_reward_v1() -> *const $crate::abi::RewardDecl {
             unsafe extern "C" fn describe(out: *const $crate::abi::Writer) -> i32 {
                 $crate::abi::__private::describe(
-                    || $crate::abi::__private::reward_manifest::<$reward>(env!("CARGO_PKG_NAME"), env!("CARGO_PKG_VERSION")),
+                    || {
+                        $crate::abi::__private::reward_manifest::<$reward>(
+                            env!("CARGO_PKG_NAME"),
+                            env!("CARGO_PKG_VERSION"),
+                        )
+                    },
                     out,
                 )
             }
@@ -439,7 +500,11 @@ mod tests {
             ("Writer", size_of::<Writer>(), align_of::<Writer>()),
             ("HostApi", size_of::<HostApi>(), align_of::<HostApi>()),
             ("StageDecl", size_of::<StageDecl>(), align_of::<StageDecl>()),
-            ("RewardDecl", size_of::<RewardDecl>(), align_of::<RewardDecl>()),
+            (
+                "RewardDecl",
+                size_of::<RewardDecl>(),
+                align_of::<RewardDecl>(),
+            ),
         ];
         let expected = [
             ("Header", 16, 8),
@@ -470,8 +535,16 @@ mod tests {
     #[test]
     fn combine_rewards_skips_not_applicable() {
         let r = [
-            RewardScores { name: "a".into(), weight: 1.0, scores: vec![Some(1.0), None] },
-            RewardScores { name: "b".into(), weight: 0.5, scores: vec![Some(2.0), Some(4.0)] },
+            RewardScores {
+                name: "a".into(),
+                weight: 1.0,
+                scores: vec![Some(1.0), None],
+            },
+            RewardScores {
+                name: "b".into(),
+                weight: 0.5,
+                scores: vec![Some(2.0), Some(4.0)],
+            },
         ];
         assert_eq!(crate::combine_rewards(&r, 2), vec![2.0, 2.0]);
     }

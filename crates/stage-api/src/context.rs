@@ -60,20 +60,29 @@ impl<'h> RunContext<'h> {
         match self.inputs(name) {
             [one] => Ok(&one.path),
             [] => anyhow::bail!("input `{name}` is not connected"),
-            many => anyhow::bail!("input `{name}` has {} references; use `inputs()`", many.len()),
+            many => anyhow::bail!(
+                "input `{name}` has {} references; use `inputs()`",
+                many.len()
+            ),
         }
     }
 
     /// All artifacts connected to input `name` (empty when not connected).
     pub fn inputs(&self, name: &str) -> &[ArtifactRef] {
-        self.request.inputs.get(name).map(Vec::as_slice).unwrap_or(&[])
+        self.request
+            .inputs
+            .get(name)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// The (existing, initially empty) directory for output `name`.
     pub fn output(&self, name: &str) -> anyhow::Result<&Path> {
         match self.request.outputs.get(name) {
             Some(p) => Ok(p),
-            None => anyhow::bail!("`{name}` is not an output of this stage (see `StageInfo::output`)"),
+            None => {
+                anyhow::bail!("`{name}` is not an output of this stage (see `StageInfo::output`)")
+            }
         }
     }
 
@@ -116,7 +125,11 @@ impl<'h> RunContext<'h> {
 
     /// `Err(Interrupted)` once the host asked the stage to stop, so `ctx.check_stop()?` ends a loop.
     pub fn check_stop(&self) -> anyhow::Result<()> {
-        if self.should_stop() { Err(Interrupted.into()) } else { Ok(()) }
+        if self.should_stop() {
+            Err(Interrupted.into())
+        } else {
+            Ok(())
+        }
     }
 
     /// Reports any event.
@@ -131,17 +144,27 @@ impl<'h> RunContext<'h> {
 
     /// Reports a scalar.
     pub fn metric(&self, step: u64, name: &str, value: f64) {
-        self.emit(Event::Metric { step, name: name.to_string(), value })
+        self.emit(Event::Metric {
+            step,
+            name: name.to_string(),
+            value,
+        })
     }
 
     /// Reports a line of text.
     pub fn log(&self, message: impl Into<String>) {
-        self.emit(Event::Log { level: Level::Info, message: message.into() })
+        self.emit(Event::Log {
+            level: Level::Info,
+            message: message.into(),
+        })
     }
 
     /// Reports a warning.
     pub fn warn(&self, message: impl Into<String>) {
-        self.emit(Event::Log { level: Level::Warn, message: message.into() })
+        self.emit(Event::Log {
+            level: Level::Warn,
+            message: message.into(),
+        })
     }
 
     /// Reports that a resumable checkpoint for `step` is complete in `ckpt_dir`.

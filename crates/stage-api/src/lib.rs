@@ -119,13 +119,25 @@ impl StageInfo {
 
     /// Adds an input that takes a list of references (possibly empty).
     pub fn input_many(mut self, name: &str, kind: ArtifactKind, description: &str) -> StageInfo {
-        self.inputs.push(Port { many: true, optional: true, ..port(name, kind, description) });
+        self.inputs.push(Port {
+            many: true,
+            optional: true,
+            ..port(name, kind, description)
+        });
         self
     }
 
     /// Adds an input that may be left out.
-    pub fn input_optional(mut self, name: &str, kind: ArtifactKind, description: &str) -> StageInfo {
-        self.inputs.push(Port { optional: true, ..port(name, kind, description) });
+    pub fn input_optional(
+        mut self,
+        name: &str,
+        kind: ArtifactKind,
+        description: &str,
+    ) -> StageInfo {
+        self.inputs.push(Port {
+            optional: true,
+            ..port(name, kind, description)
+        });
         self
     }
 
@@ -149,7 +161,13 @@ impl StageInfo {
 }
 
 fn port(name: &str, kind: ArtifactKind, description: &str) -> Port {
-    Port { name: name.to_string(), kind, description: description.to_string(), many: false, optional: false }
+    Port {
+        name: name.to_string(),
+        kind,
+        description: description.to_string(),
+        many: false,
+        optional: false,
+    }
 }
 
 /// JSON Schema of a config type, as a plain JSON value.

@@ -60,14 +60,26 @@ enum Message {
 /// Runs one stage in a child process. `stop` counts stop requests (Ctrl-C presses): the first is
 /// forwarded as SIGTERM, so the plugin sees `should_stop()`; the second, or a stage that has not
 /// exited [`STOP_GRACE`] after the first, gets SIGKILL.
-pub fn run_child(spec: &ChildSpec, stop: &AtomicUsize, on_event: &mut dyn FnMut(Event)) -> anyhow::Result<ChildExit> {
-    let stderr = File::create(spec.stderr_log).with_context(|| format!("creating {}", spec.stderr_log.display()))?;
+pub fn run_child(
+    spec: &ChildSpec,
+    stop: &AtomicUsize,
+    on_event: &mut dyn FnMut(Event),
+) -> anyhow::Result<ChildExit> {
+    let stderr = File::create(spec.stderr_log)
+        .with_context(|| format!("creating {}", spec.stderr_log.display()))?;
     let mut cmd = Command::new(spec.host_exe);
-    cmd.arg("__stage-host").arg("--plugin").arg(spec.plugin).arg("--request").arg(spec.request);
+    cmd.arg("__stage-host")
+        .arg("--plugin")
+        .arg(spec.plugin)
+        .arg("--request")
+        .arg(spec.request);
     for (name, path) in spec.rewards {
-        cmd.arg("--reward").arg(format!("{name}={}", path.display()));
+        cmd.arg("--reward")
+            .arg(format!("{name}={}", path.display()));
     }
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr);
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;
@@ -82,7 +94,9 @@ pub fn run_child(spec: &ChildSpec, stop: &AtomicUsize, on_event: &mut dyn FnMut(
             });
         }
     }
-    let mut child = cmd.spawn().with_context(|| format!("starting {}", spec.host_exe.display()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", spec.host_exe.display()))?;
     let stdout = child.stdout.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     let reader = std::thread::spawn(move || {
@@ -130,14 +144,16 @@ pub fn run_child(spec: &ChildSpec, stop: &AtomicUsize, on_event: &mut dyn FnMut(
             let _ = child.kill();
             killed = true;
         }
-        if !stream_open {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
+        if !stream_open && let Some(status) = child.try_wait()? {
+            break status;
         }
     };
     let _ = reader.join();
-    Ok(ChildExit { outcome, status, stop_requested: term_sent.is_some() })
+    Ok(ChildExit {
+        outcome,
+        status,
+        stop_requested: term_sent.is_some(),
+    })
 }
 
 /// "exit code 1", "killed by signal 6 (SIGABRT)".
@@ -189,11 +205,18 @@ impl ChildHost {
     }
 
     fn score(&self, batch: &[u8]) -> anyhow::Result<Vec<RewardScores>> {
-        anyhow::ensure!(!self.rewards.is_empty(), "this stage has no reward plugins (add `rewards = [...]` to it)");
+        anyhow::ensure!(
+            !self.rewards.is_empty(),
+            "this stage has no reward plugins (add `rewards = [...]` to it)"
+        );
         self.rewards
             .iter()
             .map(|(spec, reward)| {
-                Ok(RewardScores { name: spec.name.clone(), weight: spec.weight, scores: reward.score_json(batch)? })
+                Ok(RewardScores {
+                    name: spec.name.clone(),
+                    weight: spec.weight,
+                    scores: reward.score_json(batch)?,
+                })
             })
             .collect()
     }
@@ -216,9 +239,24 @@ unsafe extern "C" fn host_score(ctx: *mut c_void, batch: Bytes, out: *const Writ
     let host = unsafe { &*(ctx as *const ChildHost) };
     let result = catch_unwind(AssertUnwindSafe(|| host.score(unsafe { batch.as_slice() })));
     let (status, json) = match result {
-        Ok(Ok(scores)) => (abi::STATUS_OK, serde_json::to_vec(&scores).expect("serializable")),
-        Ok(Err(e)) => (abi::STATUS_ERROR, serde_json::to_vec(&abi::ErrorMessage { error: format!("{e:#}") }).unwrap()),
-        Err(_) => (abi::STATUS_PANIC, serde_json::to_vec(&abi::ErrorMessage { error: "host panicked while scoring".into() }).unwrap()),
+        Ok(Ok(scores)) => (
+            abi::STATUS_OK,
+            serde_json::to_vec(&scores).expect("serializable"),
+        ),
+        Ok(Err(e)) => (
+            abi::STATUS_ERROR,
+            serde_json::to_vec(&abi::ErrorMessage {
+                error: format!("{e:#}"),
+            })
+            .unwrap(),
+        ),
+        Err(_) => (
+            abi::STATUS_PANIC,
+            serde_json::to_vec(&abi::ErrorMessage {
+                error: "host panicked while scoring".into(),
+            })
+            .unwrap(),
+        ),
     };
     unsafe { ((*out).write)((*out).ctx, Bytes::from_slice(&json)) };
     status
@@ -271,7 +309,10 @@ pub fn child_main(args: &[String]) -> ExitCode {
     let messages = compile_error!("the stage host needs a Unix-like OS");
 
     let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
-    let mut host = ChildHost { messages: Mutex::new(messages), rewards: Vec::new() };
+    let mut host = ChildHost {
+        messages: Mutex::new(messages),
+        rewards: Vec::new(),
+    };
     match serve(args, &mut host) {
         Ok(outcome) => {
             host.send("outcome", &outcome);
@@ -295,7 +336,8 @@ pub fn child_main(args: &[String]) -> ExitCode {
 fn serve(args: &[String], host: &mut ChildHost) -> anyhow::Result<Vec<u8>> {
     let args = parse_args(args)?;
     let plugin = load_stage(&args.plugin)?;
-    let request_bytes = std::fs::read(&args.request).with_context(|| format!("reading {}", args.request.display()))?;
+    let request_bytes = std::fs::read(&args.request)
+        .with_context(|| format!("reading {}", args.request.display()))?;
     let request: Request = serde_json::from_slice(&request_bytes).context("unreadable request")?;
     for spec in &request.rewards {
         let (_, path) = args
@@ -303,7 +345,9 @@ fn serve(args: &[String], host: &mut ChildHost) -> anyhow::Result<Vec<u8>> {
             .iter()
             .find(|(n, _)| *n == spec.name)
             .with_context(|| format!("no library given for reward `{}`", spec.name))?;
-        let reward = load_reward(path)?.instantiate(&spec.config).with_context(|| format!("reward `{}`", spec.name))?;
+        let reward = load_reward(path)?
+            .instantiate(&spec.config)
+            .with_context(|| format!("reward `{}`", spec.name))?;
         host.rewards.push((spec.clone(), reward));
     }
     let api = HostApi {

@@ -14,6 +14,6 @@ mod load;
 
 pub use child::{ChildExit, ChildSpec, child_main, describe_exit, run_child};
 pub use load::{
-    Reward, RewardPlugin, StagePlugin, api_compatible, find_plugin, library_file_name, list_libraries, load_reward,
-    load_stage,
+    Reward, RewardPlugin, StagePlugin, api_compatible, find_plugin, library_file_name,
+    list_libraries, load_reward, load_stage,
 };

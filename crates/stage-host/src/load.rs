@@ -12,7 +12,12 @@ use stage_api::{API_VERSION, Manifest, RewardSample, StageKind};
 
 /// File name of a plugin library: `libfoo_bar.so` for `foo-bar` on Linux.
 pub fn library_file_name(plugin: &str) -> String {
-    format!("{}{}{}", std::env::consts::DLL_PREFIX, plugin.replace('-', "_"), std::env::consts::DLL_SUFFIX)
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        plugin.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
 }
 
 /// The library of plugin `name` in the first of `dirs` that has it.
@@ -27,7 +32,11 @@ pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
     let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     bail!(
         "plugin `{name}` not found: no {file} in {}; build it with `cargo build -p {name}` or pass --plugin-dir",
-        if searched.is_empty() { "(no plugin directories)".to_string() } else { searched.join(", ") }
+        if searched.is_empty() {
+            "(no plugin directories)".to_string()
+        } else {
+            searched.join(", ")
+        }
     )
 }
 
@@ -36,7 +45,9 @@ pub fn list_libraries(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let (prefix, suffix) = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let mut out = Vec::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(prefix) && name.ends_with(suffix) && e.path().is_file() {
@@ -52,30 +63,46 @@ pub fn list_libraries(dirs: &[PathBuf]) -> Vec<PathBuf> {
 /// its function pointers, a reward handle) must stay valid for the life of the process.
 fn open(path: &Path) -> anyhow::Result<&'static Library> {
     static OPEN: OnceLock<Mutex<HashMap<PathBuf, &'static Library>>> = OnceLock::new();
-    let canonical = path.canonicalize().with_context(|| format!("plugin library {}", path.display()))?;
+    let canonical = path
+        .canonicalize()
+        .with_context(|| format!("plugin library {}", path.display()))?;
     let mut open = OPEN.get_or_init(Default::default).lock().unwrap();
     if let Some(lib) = open.get(&canonical) {
         return Ok(lib);
     }
     // SAFETY: loading runs the library's initializers; we only load plugin libraries by name
     // from the build output or directories the user named.
-    let lib = unsafe { Library::new(&canonical) }.with_context(|| format!("cannot load {}", path.display()))?;
+    let lib = unsafe { Library::new(&canonical) }
+        .with_context(|| format!("cannot load {}", path.display()))?;
     let lib: &'static Library = Box::leak(Box::new(lib));
     open.insert(canonical, lib);
     Ok(lib)
 }
 
 /// Looks up `symbol` and reads the declaration header. Errors name what was found instead.
-fn entry(lib: &'static Library, path: &Path, symbol: &str, decl_kind: u32) -> anyhow::Result<*const Header> {
+fn entry(
+    lib: &'static Library,
+    path: &Path,
+    symbol: &str,
+    decl_kind: u32,
+) -> anyhow::Result<*const Header> {
     type Entry = unsafe extern "C" fn() -> *const Header;
     // SAFETY: our entry symbols all have this signature; the pointer is checked below.
     let found = unsafe { lib.get::<Entry>(symbol) };
     let f = match found {
         Ok(f) => *f,
-        Err(_) => bail!("{}: {}", path.display(), missing_symbol_hint(lib, symbol, decl_kind)),
+        Err(_) => bail!(
+            "{}: {}",
+            path.display(),
+            missing_symbol_hint(lib, symbol, decl_kind)
+        ),
     };
     let decl = unsafe { f() };
-    anyhow::ensure!(!decl.is_null(), "{}: `{symbol}` returned a null declaration", path.display());
+    anyhow::ensure!(
+        !decl.is_null(),
+        "{}: `{symbol}` returned a null declaration",
+        path.display()
+    );
     let header = unsafe { *decl };
     anyhow::ensure!(
         header.magic == abi::MAGIC,
@@ -91,7 +118,12 @@ fn entry(lib: &'static Library, path: &Path, symbol: &str, decl_kind: u32) -> an
         header.abi_version,
         abi::ABI_VERSION
     );
-    anyhow::ensure!(header.kind == decl_kind, "{}: declaration kind {} where {decl_kind} was expected", path.display(), header.kind);
+    anyhow::ensure!(
+        header.kind == decl_kind,
+        "{}: declaration kind {} where {decl_kind} was expected",
+        path.display(),
+        header.kind
+    );
     Ok(decl)
 }
 
@@ -103,7 +135,9 @@ fn missing_symbol_hint(lib: &Library, symbol: &str, decl_kind: u32) -> String {
         ("reward", "stage", abi::STAGE_SYMBOL)
     };
     if has(other_sym) {
-        return format!("this is a {other} plugin, not a {this} plugin (it exports `{other_sym}`, not `{symbol}`)");
+        return format!(
+            "this is a {other} plugin, not a {this} plugin (it exports `{other_sym}`, not `{symbol}`)"
+        );
     }
     let stem = symbol.trim_end_matches(|c: char| c.is_ascii_digit());
     for v in 0..100 {
@@ -115,7 +149,9 @@ fn missing_symbol_hint(lib: &Library, symbol: &str, decl_kind: u32) -> String {
             );
         }
     }
-    format!("not an interplay {this} plugin: no entry symbol `{symbol}` (did the crate call `stage_api::export_{this}!`?)")
+    format!(
+        "not an interplay {this} plugin: no entry symbol `{symbol}` (did the crate call `stage_api::export_{this}!`?)"
+    )
 }
 
 /// Whether a plugin built against API `plugin` can talk to a host at API `host`: same major
@@ -126,8 +162,14 @@ pub fn api_compatible(host: &str, plugin: &str) -> bool {
         let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
         Some((it.next()??, it.next()??, it.next()??))
     }
-    let (Some(h), Some(p)) = (parse(host), parse(plugin)) else { return false };
-    let same_line = if h.0 == 0 { h.0 == p.0 && h.1 == p.1 } else { h.0 == p.0 };
+    let (Some(h), Some(p)) = (parse(host), parse(plugin)) else {
+        return false;
+    };
+    let same_line = if h.0 == 0 {
+        h.0 == p.0 && h.1 == p.1
+    } else {
+        h.0 == p.0
+    };
     same_line && p <= h
 }
 
@@ -141,7 +183,10 @@ fn check_api(path: &Path, api: Bytes) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn describe(path: &Path, f: unsafe extern "C" fn(*const abi::Writer) -> i32) -> anyhow::Result<Manifest> {
+fn describe(
+    path: &Path,
+    f: unsafe extern "C" fn(*const abi::Writer) -> i32,
+) -> anyhow::Result<Manifest> {
     let mut buf = Vec::new();
     let w = abi::vec_writer(&mut buf);
     let status = unsafe { f(&w) };
@@ -176,7 +221,11 @@ pub fn load_stage(path: &Path) -> anyhow::Result<StagePlugin> {
         "{}: a stage plugin declared kind reward_verifier",
         path.display()
     );
-    Ok(StagePlugin { path: path.to_path_buf(), manifest, decl })
+    Ok(StagePlugin {
+        path: path.to_path_buf(),
+        manifest,
+        decl,
+    })
 }
 
 impl StagePlugin {
@@ -213,7 +262,11 @@ pub fn load_reward(path: &Path) -> anyhow::Result<RewardPlugin> {
         path.display(),
         manifest.kind
     );
-    Ok(RewardPlugin { path: path.to_path_buf(), manifest, decl })
+    Ok(RewardPlugin {
+        path: path.to_path_buf(),
+        manifest,
+        decl,
+    })
 }
 
 impl RewardPlugin {
@@ -226,7 +279,10 @@ impl RewardPlugin {
         if handle.is_null() {
             bail!("reward `{}`: {}", self.manifest.name, error_text(&buf));
         }
-        Ok(Reward { plugin: self.clone(), handle })
+        Ok(Reward {
+            plugin: self.clone(),
+            handle,
+        })
     }
 }
 
@@ -255,15 +311,26 @@ impl Reward {
         let w = abi::vec_writer(&mut buf);
         let status = unsafe { (self.plugin.decl.score)(self.handle, Bytes::from_slice(batch), &w) };
         if status != abi::STATUS_OK {
-            bail!("reward `{}` failed: {}", self.plugin.manifest.name, error_text(&buf));
+            bail!(
+                "reward `{}` failed: {}",
+                self.plugin.manifest.name,
+                error_text(&buf)
+            );
         }
-        serde_json::from_slice(&buf).with_context(|| format!("reward `{}`: unreadable scores", self.plugin.manifest.name))
+        serde_json::from_slice(&buf)
+            .with_context(|| format!("reward `{}`: unreadable scores", self.plugin.manifest.name))
     }
 
     /// Scores a batch: one score per sample, `None` where the reward does not apply.
     pub fn score(&self, batch: &[RewardSample]) -> anyhow::Result<Vec<Option<f32>>> {
         let scores = self.score_json(&serde_json::to_vec(batch)?)?;
-        anyhow::ensure!(scores.len() == batch.len(), "reward `{}` returned {} scores for {} samples", self.plugin.manifest.name, scores.len(), batch.len());
+        anyhow::ensure!(
+            scores.len() == batch.len(),
+            "reward `{}` returned {} scores for {} samples",
+            self.plugin.manifest.name,
+            scores.len(),
+            batch.len()
+        );
         Ok(scores)
     }
 }
@@ -291,7 +358,11 @@ mod tests {
             ("1.0.0", "garbage", false),
         ];
         for (host, plugin, ok) in cases {
-            assert_eq!(api_compatible(host, plugin), ok, "host {host} plugin {plugin}");
+            assert_eq!(
+                api_compatible(host, plugin),
+                ok,
+                "host {host} plugin {plugin}"
+            );
         }
     }
 }

@@ -52,16 +52,28 @@ impl Stage for Example {
     type Config = Config;
 
     fn info() -> StageInfo {
-        StageInfo::new(StageKind::DataGenerator, "Writes `count` pseudo-random numbers (seeded), one per line.")
-            .input_optional("previous", ArtifactKind::Dataset, "numbers.txt of an earlier stage, counted in the log")
-            .output("numbers", ArtifactKind::Dataset, "numbers.txt")
-            .resumable()
+        StageInfo::new(
+            StageKind::DataGenerator,
+            "Writes `count` pseudo-random numbers (seeded), one per line.",
+        )
+        .input_optional(
+            "previous",
+            ArtifactKind::Dataset,
+            "numbers.txt of an earlier stage, counted in the log",
+        )
+        .output("numbers", ArtifactKind::Dataset, "numbers.txt")
+        .resumable()
     }
 
     fn run(cfg: Config, ctx: &mut RunContext) -> anyhow::Result<()> {
-        anyhow::ensure!(cfg.checkpoint_every > 0, "checkpoint_every must be positive");
+        anyhow::ensure!(
+            cfg.checkpoint_every > 0,
+            "checkpoint_every must be positive"
+        );
         if let Ok(prev) = ctx.input("previous") {
-            let n = std::fs::read_to_string(prev.join("numbers.txt"))?.lines().count();
+            let n = std::fs::read_to_string(prev.join("numbers.txt"))?
+                .lines()
+                .count();
             ctx.log(format!("the previous stage wrote {n} numbers"));
         }
 
@@ -70,12 +82,21 @@ impl Stage for Example {
         // checkpoint are cut off on resume, so a resumed run writes exactly the same bytes.
         let work = ctx.ckpt_dir().join("numbers.txt");
         let state = ctx.ckpt_dir().join("state.json");
-        let mut ck = Checkpoint { done: 0, sum: 0, rng: ctx.seed(), bytes: 0 };
+        let mut ck = Checkpoint {
+            done: 0,
+            sum: 0,
+            rng: ctx.seed(),
+            bytes: 0,
+        };
         if ctx.resuming() {
             ck = serde_json::from_slice(&std::fs::read(&state)?)?;
             ctx.log(format!("resuming after {} numbers", ck.done));
         }
-        let file = OpenOptions::new().create(true).write(true).truncate(false).open(&work)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&work)?;
         file.set_len(ck.bytes)?;
         let mut file = OpenOptions::new().append(true).open(&work)?;
 
@@ -88,7 +109,7 @@ impl Stage for Example {
             ck.done += 1;
             ck.sum += x;
             ck.bytes += line.len() as u64;
-            if ck.done % cfg.checkpoint_every == 0 || ck.done == cfg.count {
+            if ck.done.is_multiple_of(cfg.checkpoint_every) || ck.done == cfg.count {
                 file.flush()?;
                 std::fs::write(&state, serde_json::to_vec(&ck)?)?;
                 ctx.checkpointed(ck.done);
