@@ -178,6 +178,7 @@ pub fn execute(
     stop: &AtomicUsize,
     obs: &mut dyn Observer,
 ) -> anyhow::Result<RunSummary> {
+    let forced = p.downstream_of(&opts.force)?;
     let rd = RunDir {
         root: opts.run_dir.clone(),
     };
@@ -214,7 +215,6 @@ pub fn execute(
         &serde_json::to_vec_pretty(&run_json)?,
     )?;
 
-    let forced = p.downstream_of(&opts.force)?;
     let mut fingerprints: BTreeMap<String, String> = BTreeMap::new();
     let mut summary = RunSummary::default();
     for rs in stages {

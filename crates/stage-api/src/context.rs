@@ -167,6 +167,11 @@ impl<'h> RunContext<'h> {
         })
     }
 
+    /// Records an example worth keeping in `events.jsonl` (a completion with its rewards, say).
+    pub fn sample(&self, step: u64, data: serde_json::Value) {
+        self.emit(Event::Sample { step, data })
+    }
+
     /// Reports that a resumable checkpoint for `step` is complete in `ckpt_dir`.
     pub fn checkpointed(&self, step: u64) {
         self.emit(Event::Checkpoint { step })
