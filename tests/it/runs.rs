@@ -302,3 +302,44 @@ rewards = [
         ])
     );
 }
+
+#[test]
+fn interrupted_then_resumed_gives_the_same_bytes_as_uninterrupted() {
+    let toml = "[pipeline]\nname = \"ex\"\nseed = 5\n\n[stages.n]\nplugin = \"example\"\n\
+                config = { count = 1000000, checkpoint_every = 1000 }\n";
+    let sb = Sandbox::new(toml);
+    let mut child = sb
+        .command(&[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = sb.stage("n").join("events.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&events)
+        .map(|t| t.matches("\"checkpoint\"").count())
+        .unwrap_or(0)
+        < 2
+    {
+        assert!(Instant::now() < deadline, "stage n never checkpointed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(130),
+        "the stage finished before Ctrl-C; raise count"
+    );
+    let t = ok(sb.run(&[]));
+    assert!(t.contains("resuming after"), "{t}");
+
+    let fresh = Sandbox::new(toml);
+    ok(fresh.run(&[]));
+    let file = "out/numbers/numbers.txt";
+    let (a, b) = (
+        std::fs::read(sb.stage("n").join(file)).unwrap(),
+        std::fs::read(fresh.stage("n").join(file)).unwrap(),
+    );
+    assert_eq!(a.len(), b.len());
+    assert!(a == b, "resumed output differs from an uninterrupted run");
+}

@@ -250,7 +250,12 @@ fn run(
             Ok(ExitCode::SUCCESS)
         }
         Some(report) => {
-            eprintln!("error: {}", report.render());
+            let tag = if report.status == StageStatus::Interrupted {
+                "stopped"
+            } else {
+                "error"
+            };
+            eprintln!("{tag}: {}", report.render());
             let finished: Vec<String> = summary
                 .ran
                 .iter()
