@@ -281,10 +281,12 @@ fn plugins() -> anyhow::Result<()> {
     }
     run(&mut build)?;
     let dir = target_dir().join("debug");
-    run(Command::new(dir.join("interplay"))
-        .arg("plugins")
-        .arg("--plugin-dir")
-        .arg(&dir))
+    let mut cmd = Command::new(dir.join("interplay"));
+    cmd.arg("plugins").arg("--plugin-dir").arg(&dir);
+    for p in &plugins {
+        cmd.args(["--plugin", p]);
+    }
+    run(&mut cmd)
 }
 
 /// Benchmarks register here (`cargo xtask bench tasks`, `cargo xtask bench model`).

@@ -56,6 +56,14 @@ impl PluginDirs {
         {
             dirs.push(d);
         }
+        // The same directory named twice would list every plugin twice.
+        let mut seen = Vec::new();
+        dirs.retain(|d| {
+            let key = d.canonicalize().unwrap_or_else(|_| d.clone());
+            let new = !seen.contains(&key);
+            seen.push(key);
+            new
+        });
         dirs
     }
 }
@@ -89,6 +97,9 @@ enum Command {
     },
     /// List plugins with kind, version, API/ABI and devices.
     Plugins {
+        /// Only these plugins (default: every plugin found).
+        #[arg(long = "plugin", value_name = "NAME")]
+        only: Vec<String>,
         #[command(flatten)]
         plugins: PluginDirs,
     },
@@ -159,7 +170,7 @@ fn dispatch(cli: Cli, argv: &[String]) -> anyhow::Result<ExitCode> {
             overrides,
             json,
         } => plan(&file, &overrides, json),
-        Command::Plugins { plugins } => list_plugins(&plugins.resolve()),
+        Command::Plugins { only, plugins } => list_plugins(&plugins.resolve(), &only),
         Command::Describe { plugin, plugins } => {
             let path = stage_host::find_plugin(&plugin, &plugins.resolve())?;
             let manifest = match stage_host::load_stage(&path) {
@@ -306,12 +317,19 @@ fn plan(file: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCod
     Ok(ExitCode::SUCCESS)
 }
 
-fn list_plugins(dirs: &[PathBuf]) -> anyhow::Result<ExitCode> {
+fn list_plugins(dirs: &[PathBuf], only: &[String]) -> anyhow::Result<ExitCode> {
     println!(
         "{:<20} {:<16} {:<8} {:<6} {:<4} {:<10} library",
         "plugin", "kind", "version", "api", "abi", "devices"
     );
-    for lib in stage_host::list_libraries(dirs) {
+    let libs: Vec<PathBuf> = if only.is_empty() {
+        stage_host::list_libraries(dirs)
+    } else {
+        only.iter()
+            .map(|n| stage_host::find_plugin(n, dirs))
+            .collect::<anyhow::Result<_>>()?
+    };
+    for lib in libs {
         let manifest = match stage_host::load_stage(&lib) {
             Ok(p) => Ok(p.manifest),
             Err(stage_err) => stage_host::load_reward(&lib)
