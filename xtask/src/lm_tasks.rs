@@ -6,17 +6,17 @@
 use anyhow::{Context, Result, bail};
 use std::process::Command;
 
-/// Runs the task if it is one of ours; `None` when `args` names another task.
-pub fn dispatch(args: &[String]) -> Option<Result<()>> {
-    match args.first().map(String::as_str) {
-        Some("export-tiny") => Some(lm_cli(&args[..])),
-        Some("bench") if args.get(1).map(String::as_str) == Some("model") => {
-            let mut forwarded = vec!["bench".to_string()];
-            forwarded.extend_from_slice(&args[2..]);
-            Some(lm_cli(&forwarded))
-        }
-        _ => None,
-    }
+/// `cargo xtask export-tiny DIR`.
+pub fn export_tiny(args: &[String]) -> Result<()> {
+    let [dir] = args else { bail!("usage: cargo xtask export-tiny DIR") };
+    lm_cli(&["export-tiny".to_string(), dir.clone()])
+}
+
+/// `cargo xtask bench model [--device D] [--json FILE] [--dp N] [--only train|sample]`.
+pub fn bench_model(args: &[String]) -> Result<()> {
+    let mut forwarded = vec!["bench".to_string()];
+    forwarded.extend_from_slice(args);
+    lm_cli(&forwarded)
 }
 
 fn lm_cli(args: &[String]) -> Result<()> {
