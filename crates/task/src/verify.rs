@@ -48,7 +48,8 @@ impl Val {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Tok {
     Word,
-    Num(Option<i64>),
+    /// A non-negative integer literal; -1 when it does not fit in an i32 (no value in this task comes close).
+    Num(i32),
     Sym(u8),
     /// `<solution>`, `</answer>`, ...: the bytes between the angle brackets.
     Tag,
@@ -61,77 +62,125 @@ struct Token {
     end: u32,
 }
 
-#[inline]
-fn is_sym(b: u8) -> bool {
-    matches!(b, b'.' | b';' | b',' | b'?' | b'=' | b'+' | b'*' | b'/' | b'(' | b')' | b':' | b'-' | b'<' | b'>' | b'!' | b'"')
-}
+const WS: u8 = 0;
+const DIGIT: u8 = 1;
+const SYM: u8 = 2;
+const ALPHA: u8 = 3;
+const LT: u8 = 4;
+const DASH: u8 = 5;
+
+/// Byte classes: whitespace, digit, symbol, `<`, `-`, and everything else (word bytes: letters, UTF-8, `'`, ...).
+static CLASS: [u8; 256] = {
+    let mut t = [ALPHA; 256];
+    t[b' ' as usize] = WS;
+    t[b'\t' as usize] = WS;
+    t[b'\n' as usize] = WS;
+    t[b'\r' as usize] = WS;
+    t[0x0b] = WS;
+    t[0x0c] = WS;
+    let mut d = b'0';
+    while d <= b'9' {
+        t[d as usize] = DIGIT;
+        d += 1;
+    }
+    let syms = b".;,?=+*/():>!\"";
+    let mut i = 0;
+    while i < syms.len() {
+        t[syms[i] as usize] = SYM;
+        i += 1;
+    }
+    t[b'<' as usize] = LT;
+    t[b'-' as usize] = DASH;
+    t
+};
 
 #[inline]
 fn is_alpha_like(b: u8) -> bool {
     b.is_ascii_alphabetic() || b >= 0x80 || b == b'\'' || b == b'_'
 }
 
-fn tokenize(text: &str, out: &mut Vec<Token>) {
+/// Where tokenizing a step body stopped.
+enum Stop {
+    /// Before a whole-word `Define` followed by whitespace, at this position.
+    Define(usize),
+    /// At the reverse-mode equation tail (`We know`) or `Answer:`, at this position: text up to the next `Define`.
+    Tail(usize),
+    End,
+}
+
+/// Tokenizes `text[start..end]` (positions stay absolute) up to the next `Define`, `We know` or `Answer:`.
+fn tokenize(text: &str, start: usize, end: usize, out: &mut Vec<Token>) -> Stop {
     out.clear();
     let s = text.as_bytes();
-    let n = s.len().min(u32::MAX as usize - 1);
-    let mut i = 0usize;
+    let n = end.min(s.len()).min(u32::MAX as usize - 1);
+    let mut i = start;
     while i < n {
         let b = s[i];
-        if b.is_ascii_whitespace() {
-            i += 1;
-            continue;
-        }
-        if b == b'<' {
-            let mut j = i + 1;
-            while j < n && j - i <= 16 && (s[j].is_ascii_alphabetic() || s[j] == b'/' || s[j] == b'_') {
-                j += 1;
+        match CLASS[b as usize] {
+            WS => {
+                i += 1;
             }
-            if j < n && s[j] == b'>' && j > i + 1 {
-                out.push(Token { t: Tok::Tag, start: (i + 1) as u32, end: j as u32 });
-                i = j + 1;
-                continue;
+            DIGIT => {
+                let mut j = i;
+                let mut v: Option<i64> = Some(0);
+                while j < n && s[j].is_ascii_digit() {
+                    v = v.and_then(|v| v.checked_mul(10)).and_then(|v| v.checked_add((s[j] - b'0') as i64));
+                    j += 1;
+                }
+                let v = v.and_then(|v| i32::try_from(v).ok()).unwrap_or(-1);
+                out.push(Token { t: Tok::Num(v), start: i as u32, end: j as u32 });
+                i = j;
             }
-            out.push(Token { t: Tok::Sym(b), start: i as u32, end: (i + 1) as u32 });
-            i += 1;
-            continue;
-        }
-        if b.is_ascii_digit() {
-            let mut j = i;
-            let mut v: Option<i64> = Some(0);
-            while j < n && s[j].is_ascii_digit() {
-                v = v.and_then(|v| v.checked_mul(10)).and_then(|v| v.checked_add((s[j] - b'0') as i64));
-                j += 1;
+            SYM | DASH => {
+                out.push(Token { t: Tok::Sym(b), start: i as u32, end: (i + 1) as u32 });
+                i += 1;
             }
-            out.push(Token { t: Tok::Num(v), start: i as u32, end: j as u32 });
-            i = j;
-            continue;
-        }
-        if is_sym(b) {
-            out.push(Token { t: Tok::Sym(b), start: i as u32, end: (i + 1) as u32 });
-            i += 1;
-            continue;
-        }
-        // A word: letters, non-ASCII, apostrophes; a hyphen only between two letters (sci-fi, Saint-Rivage).
-        let mut j = i;
-        while j < n {
-            let c = s[j];
-            if is_alpha_like(c) {
-                j += 1;
-            } else if c == b'-' && j > i && j + 1 < n && is_alpha_like(s[j + 1]) && is_alpha_like(s[j - 1]) {
-                j += 1;
-            } else if c.is_ascii_whitespace() || is_sym(c) || c.is_ascii_digit() {
-                break;
-            } else {
-                j += 1; // any other byte (e.g. `&`, `#`) stays inside the word
+            LT => {
+                let mut j = i + 1;
+                while j < n && j - i <= 16 && (s[j].is_ascii_alphabetic() || s[j] == b'/' || s[j] == b'_') {
+                    j += 1;
+                }
+                if j < n && s[j] == b'>' && j > i + 1 {
+                    out.push(Token { t: Tok::Tag, start: (i + 1) as u32, end: j as u32 });
+                    i = j + 1;
+                } else {
+                    out.push(Token { t: Tok::Sym(b), start: i as u32, end: (i + 1) as u32 });
+                    i += 1;
+                }
+            }
+            _ => {
+                // A word; a hyphen stays inside only between two letters (sci-fi, Saint-Rivage).
+                let mut j = i + 1;
+                while j < n {
+                    let c = CLASS[s[j] as usize];
+                    if c == ALPHA {
+                        j += 1;
+                    } else if c == DASH && j + 1 < n && is_alpha_like(s[j + 1]) && is_alpha_like(s[j - 1]) {
+                        j += 1;
+                    } else {
+                        break;
+                    }
+                }
+                let w = &s[i..j];
+                if w.len() == 6 && w == b"Define" && j < n && s[j].is_ascii_whitespace() {
+                    return Stop::Define(i);
+                }
+                if w == b"We" || w == b"Answer" {
+                    let mut k = j;
+                    while k < n && s[k].is_ascii_whitespace() {
+                        k += 1;
+                    }
+                    let rest = &s[k..n];
+                    if (w == b"We" && rest.starts_with(b"know")) || (w == b"Answer" && rest.starts_with(b":")) {
+                        return Stop::Tail(i);
+                    }
+                }
+                out.push(Token { t: Tok::Word, start: i as u32, end: j as u32 });
+                i = j;
             }
         }
-        if j == i {
-            j = i + 1;
-        }
-        out.push(Token { t: Tok::Word, start: i as u32, end: j as u32 });
-        i = j;
     }
+    Stop::End
 }
 
 /// What a letter stands for while a solution is read.
@@ -155,8 +204,8 @@ pub struct Step {
     /// Byte range of the parameter name in the text.
     pub name: (u32, u32),
     pub letter: u8,
-    /// Step indices this step reads (deduplicated, sorted).
-    pub parents: Vec<u32>,
+    /// Range in the verifier's parent arena: step indices this step reads (deduplicated, sorted).
+    parents: (u32, u32),
     pub value: Option<Val>,
     /// All displayed arithmetic of the step is consistent.
     pub arith_ok: bool,
@@ -173,10 +222,10 @@ pub struct Verifier {
     helpers: Vec<Helper>,
     arena: Vec<u32>,
     scratch: Vec<u32>,
+    parent_arena: Vec<u32>,
     gidx: Vec<u32>,
     pred_of_gold: Vec<u32>,
     pkinds: Vec<Tok>,
-    pwords: Vec<u8>,
 }
 
 /// Verifier switches.
@@ -286,7 +335,7 @@ impl GoldGraph {
     /// letter nothing defined.
     pub fn from_solution(solution: &str) -> anyhow::Result<GoldGraph> {
         let mut v = Verifier::new(VerifyOptions { check_arithmetic: false, modulus: None });
-        v.parse(solution);
+        v.parse(solution, region_end(solution));
         if v.steps.is_empty() {
             bail!("gold solution has no `Define <name> as <L>;` step: {:?}", truncate(solution));
         }
@@ -311,7 +360,7 @@ impl GoldGraph {
                 bail!("gold solution reads an undefined letter in the step for `{}`", names[last[si] as usize]);
             }
             let gi = last[si] as usize;
-            let mut ps: Vec<u32> = st.parents.iter().map(|&j| last[j as usize]).collect();
+            let mut ps: Vec<u32> = v.parents_of(st).iter().map(|&j| last[j as usize]).collect();
             ps.sort_unstable();
             ps.dedup();
             parents[gi] = ps;
@@ -345,24 +394,77 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
+/// End of the solution region: the first `</solution>` or `<answer>` tag (case-insensitive), else the end.
+fn region_end(text: &str) -> usize {
+    let b = text.as_bytes();
+    text.match_indices('<')
+        .map(|(i, _)| i)
+        .find(|&i| {
+            let r = &b[i..];
+            (r.len() >= 11 && r[..11].eq_ignore_ascii_case(b"</solution>")) || (r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"<answer>"))
+        })
+        .unwrap_or(text.len())
+}
+
+#[inline]
+fn is_word_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c >= 0x80 || c == b'_' || c == b'\''
+}
+
+/// The next whole-word `Define` in `text[from..end]` followed by whitespace.
+fn find_define(text: &str, from: usize, end: usize) -> Option<usize> {
+    let b = text.as_bytes();
+    let mut at = from;
+    while at < end {
+        let i = at + text[at..end].find('D')?;
+        let before_ok = i == 0 || !is_word_byte(b[i - 1]);
+        let after_ok = i + 6 < end && b[i + 6].is_ascii_whitespace();
+        if before_ok && after_ok && &b[i..i + 6] == b"Define" {
+            return Some(i);
+        }
+        at = i + 1;
+    }
+    None
+}
+
+/// In `b[from..end]`: the first whole-word `as` followed by a one-letter token; returns (position of `as`, the
+/// letter, the position after the letter).
+fn find_as_letter(b: &[u8], from: usize, end: usize) -> Option<(usize, u8, usize)> {
+    let mut i = from + 1;
+    while i + 2 < end {
+        if b[i] == b'a' && b[i + 1] == b's' && b[i - 1].is_ascii_whitespace() && b[i + 2].is_ascii_whitespace() {
+            let mut j = i + 2;
+            while j < end && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if j < end && b[j].is_ascii_alphabetic() && (j + 1 >= end || !is_word_byte(b[j + 1])) {
+                return Some((i, b[j], j + 1));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 /// The one answer extractor (see the module docs).
 pub fn extract_answer(text: &str) -> Option<&str> {
-    fn find_ci(h: &str, needle: &str, from: usize) -> Option<usize> {
-        let hb = h.as_bytes();
-        let nb = needle.as_bytes();
-        if hb.len() < nb.len() {
-            return None;
-        }
-        (from..=hb.len() - nb.len()).find(|&i| hb[i..i + nb.len()].eq_ignore_ascii_case(nb))
+    extract_answer_from(text, 0)
+}
+
+/// [`extract_answer`] when no `<answer>` tag starts before `from`.
+fn extract_answer_from(text: &str, from: usize) -> Option<&str> {
+    fn tag_at(b: &[u8], i: usize, tag: &[u8]) -> bool {
+        b.len() >= i + tag.len() && b[i..i + tag.len()].eq_ignore_ascii_case(tag)
     }
     fn clean(s: &str) -> &str {
         let s = s.trim();
         s.strip_suffix('.').unwrap_or(s).trim()
     }
-    if let Some(i) = find_ci(text, "<answer>", 0) {
+    let b = text.as_bytes();
+    if let Some(i) = text[from..].match_indices('<').map(|(i, _)| from + i).find(|i| tag_at(b, *i, b"<answer>")) {
         let start = i + "<answer>".len();
-        let end = match find_ci(text, "</answer>", start) {
-            Some(j) => j,
+        let end = match text[start..].match_indices('<').find(|(j, _)| tag_at(b, start + j, b"</answer>")) {
+            Some((j, _)) => start + j,
             None => text[start..].find(['<', '\n']).map_or(text.len(), |j| start + j),
         };
         return Some(clean(&text[start..end]));
@@ -386,6 +488,11 @@ impl Verifier {
         Verifier { opts, ..Default::default() }
     }
 
+    /// The step indices a parsed step reads.
+    pub fn parents_of(&self, st: &Step) -> &[u32] {
+        &self.parent_arena[st.parents.0 as usize..(st.parents.0 + st.parents.1) as usize]
+    }
+
     fn word<'t>(&self, text: &'t str, t: &Token) -> &'t [u8] {
         &text.as_bytes()[t.start as usize..t.end as usize]
     }
@@ -405,78 +512,79 @@ impl Verifier {
     }
 
     /// Parses `text` into `self.steps`.
-    fn parse(&mut self, text: &str) {
+    fn parse(&mut self, text: &str, region: usize) {
         let mut toks = std::mem::take(&mut self.toks);
-        tokenize(text, &mut toks);
         self.steps.clear();
         self.helpers.clear();
         self.arena.clear();
+        self.parent_arena.clear();
         let mut bind = [Binding::None; 128];
-        // Solution region: up to `</solution>` or `<answer>`.
-        let region = toks
-            .iter()
-            .position(|t| {
-                t.t == Tok::Tag && {
-                    let w = self.word(text, t);
-                    w.eq_ignore_ascii_case(b"/solution") || w.eq_ignore_ascii_case(b"answer")
-                }
-            })
-            .unwrap_or(toks.len());
-        let toks_r = &toks[..region];
-        let mut i = 0usize;
-        while i < toks_r.len() {
-            if !self.is_word(text, &toks_r[i], "Define") {
-                i += 1;
-                continue;
-            }
-            // Name up to `as <L>`.
-            let name_start = i + 1;
-            let mut j = name_start;
-            let mut found = None;
-            while j + 1 < toks_r.len() && j < name_start + 64 {
-                if self.is_word(text, &toks_r[j], "Define") {
-                    break;
-                }
-                if j > name_start && self.is_word(text, &toks_r[j], "as") {
-                    if let Some(l) = self.letter_of(text, &toks_r[j + 1]) {
-                        found = Some((j, l));
-                        break;
+        let b = text.as_bytes();
+        let mut next_def = find_define(text, 0, region);
+        while let Some(d) = next_def {
+            let name_start = d + "Define".len();
+            // Fast path: the name ends at the step's `;`, which must read ` as L;`, with no `Define` before it.
+            let semi = text[name_start..region].find(';').map(|k| name_start + k).filter(|&semi| !text[name_start..semi].contains("Define"));
+            let quick = semi.and_then(|semi| {
+                let ok = semi >= name_start + 6
+                    && b[semi - 1].is_ascii_alphabetic()
+                    && b[semi - 2].is_ascii_whitespace()
+                    && &b[semi - 4..semi - 2] == b"as"
+                    && b[semi - 5].is_ascii_whitespace();
+                ok.then_some((semi - 4, b[semi - 1], semi))
+            });
+            let found = match quick {
+                Some(q) => Some(q),
+                None => {
+                    let following = find_define(text, name_start, region);
+                    let f = find_as_letter(b, name_start, following.unwrap_or(region));
+                    if f.is_none() {
+                        next_def = following;
+                        continue;
                     }
+                    f
                 }
-                j += 1;
-            }
-            let Some((as_pos, letter)) = found else {
-                i += 1;
-                continue;
             };
-            let name = (toks_r[name_start].start, toks_r[as_pos - 1].end);
+            let (as_pos, letter, after) = found.unwrap();
+            // The body runs to the next Define (where tokenizing stops), the reverse-mode equation tail
+            // (`We know`) or `Answer:`.
+            next_def = match tokenize(text, after, region, &mut toks) {
+                Stop::Define(p) => Some(p),
+                Stop::Tail(p) => find_define(text, p, region),
+                Stop::End => None,
+            };
+            let (mut ns, mut ne) = (name_start, as_pos);
+            while ns < ne && b[ns].is_ascii_whitespace() {
+                ns += 1;
+            }
+            while ne > ns && b[ne - 1].is_ascii_whitespace() {
+                ne -= 1;
+            }
+            if ns == ne {
+                continue;
+            }
             let si = self.steps.len() as u32;
-            self.steps.push(Step { name, letter, parents: Vec::new(), value: None, arith_ok: true, bad_ref: false });
+            let pstart = self.parent_arena.len() as u32;
+            self.steps.push(Step { name: (ns as u32, ne as u32), letter, parents: (pstart, 0), value: None, arith_ok: true, bad_ref: false });
             bind[letter as usize] = Binding::Node(si);
-            // Body: to the next Define / "We know" / "Answer :" / region end.
-            let body_start = as_pos + 2;
-            let mut k = body_start;
-            while k < toks_r.len() {
-                let t = &toks_r[k];
-                if t.t == Tok::Word {
-                    let w = self.word(text, t);
-                    if w == b"Define"
-                        || (w == b"We" && toks_r.get(k + 1).is_some_and(|n| self.is_word(text, n, "know")))
-                        || (w == b"Answer" && toks_r.get(k + 1).is_some_and(|n| n.t == Tok::Sym(b':')))
-                    {
-                        break;
-                    }
+            self.parse_body(text, &toks, si, &mut bind);
+            {
+                let st = &mut self.steps[si as usize];
+                if st.value.is_none() && st.letter == b'x' {
+                    st.value = Some(Val { a: 1, b: 0 });
                 }
-                k += 1;
             }
-            self.parse_body(text, &toks_r[body_start.min(k)..k], si, &mut bind);
-            let st = &mut self.steps[si as usize];
-            if st.value.is_none() && st.letter == b'x' {
-                st.value = Some(Val { a: 1, b: 0 });
+            let tail = &mut self.parent_arena[pstart as usize..];
+            tail.sort_unstable();
+            let mut w = 0usize;
+            for r in 0..tail.len() {
+                if r == 0 || tail[r] != tail[w - 1] {
+                    tail[w] = tail[r];
+                    w += 1;
+                }
             }
-            st.parents.sort_unstable();
-            st.parents.dedup();
-            i = k;
+            self.parent_arena.truncate(pstart as usize + w);
+            self.steps[si as usize].parents = (pstart, w as u32);
         }
         self.toks = toks;
     }
@@ -577,10 +685,9 @@ impl Verifier {
             let deps_start = self.arena.len() as u32;
             self.arena.extend_from_slice(&self.scratch);
             let deps_len = self.scratch.len() as u32;
-            let st = &mut self.steps[si as usize];
-            st.parents.extend_from_slice(&self.scratch);
+            self.parent_arena.extend_from_slice(&self.scratch);
             if lhs == own {
-                st.value = value;
+                self.steps[si as usize].value = value;
             } else {
                 let h = self.helpers.len() as u32;
                 self.helpers.push(Helper { deps_start, deps_len, val: value });
@@ -621,11 +728,41 @@ impl Verifier {
                 j += 1;
             }
         }
-        let _ = &self.pwords;
         j == e2.len()
     }
 
+    #[inline]
+    fn atom(&self, text: &str, t: &Token, bind: &[Binding; 128]) -> Option<Val> {
+        match t.t {
+            Tok::Num(v) => (v >= 0).then_some(Val::num(v as i64)),
+            Tok::Word => self.lookup(bind, self.letter_of(text, t)?),
+            _ => None,
+        }
+    }
+
     fn eval(&self, text: &str, toks: &[Token], bind: &[Binding; 128]) -> Option<Val> {
+        // Fast paths for the two shapes that make up nearly every solution: `v` and `a op b`.
+        match toks {
+            [t] => return self.atom(text, t, bind),
+            [l, op, r] if matches!(l.t, Tok::Num(_) | Tok::Word) && matches!(r.t, Tok::Num(_) | Tok::Word) => {
+                let (a, c) = (self.atom(text, l, bind)?, self.atom(text, r, bind)?);
+                let v = match op.t {
+                    Tok::Sym(b'+') => Val { a: a.a.checked_add(c.a)?, b: a.b.checked_add(c.b)? },
+                    Tok::Sym(b'-') => Val { a: a.a.checked_sub(c.a)?, b: a.b.checked_sub(c.b)? },
+                    Tok::Sym(b'*') if a.a == 0 || c.a == 0 => Val {
+                        a: a.a.checked_mul(c.b)?.checked_add(c.a.checked_mul(a.b)?)?,
+                        b: a.b.checked_mul(c.b)?,
+                    },
+                    _ => return self.eval_general(text, toks, bind),
+                };
+                return Some(self.red(v));
+            }
+            _ => {}
+        }
+        self.eval_general(text, toks, bind)
+    }
+
+    fn eval_general(&self, text: &str, toks: &[Token], bind: &[Binding; 128]) -> Option<Val> {
         let mut pos = 0usize;
         let v = self.expr(text, toks, &mut pos, bind, 0)?;
         (pos == toks.len()).then_some(v)
@@ -689,7 +826,7 @@ impl Verifier {
         let tok = t.get(*pos)?;
         *pos += 1;
         match tok.t {
-            Tok::Num(v) => Some(Val::num(v?)),
+            Tok::Num(v) => (v >= 0).then_some(Val::num(v as i64)),
             Tok::Sym(b'-') => {
                 let v = self.factor(text, t, pos, bind, depth + 1)?;
                 Some(self.red(Val { a: v.a.checked_neg()?, b: v.b.checked_neg()? }))
@@ -712,7 +849,8 @@ impl Verifier {
 
     /// Scores `completion` against `gold`.
     pub fn score(&mut self, gold: &GoldGraph, completion: &str) -> Score {
-        self.parse(completion);
+        let region = region_end(completion);
+        self.parse(completion, region);
         let n = gold.len();
         self.gidx.clear();
         self.pred_of_gold.clear();
@@ -742,7 +880,7 @@ impl Verifier {
             let st = &self.steps[p as usize];
             self.scratch.clear();
             let mut unknown_parent = false;
-            for &j in &st.parents {
+            for &j in &self.parent_arena[st.parents.0 as usize..(st.parents.0 + st.parents.1) as usize] {
                 let gj = self.gidx[j as usize];
                 if gj == u32::MAX {
                     unknown_parent = true;
@@ -764,7 +902,7 @@ impl Verifier {
                 arith_mm += 1;
             }
         }
-        let answer = extract_answer(completion);
+        let answer = extract_answer_from(completion, region);
         let outcome = answer.is_some_and(|a| answers_equal(a, &gold.answer));
         let nn = n.max(1) as u32;
         let penalty = value_mm + dep_mm + missing + extra.min(nn) + (!outcome) as u32 + arith_mm;
@@ -788,6 +926,11 @@ impl Verifier {
     }
 }
 
+/// A literal token for `v`; values beyond i32 get a kind no token has.
+fn num_tok(v: u64) -> Tok {
+    i32::try_from(v).map_or(Tok::Num(-2), Tok::Num)
+}
+
 /// The token kinds of a value written as an operand (mirrors the generator's rendering).
 fn operand_kinds(v: Val, out: &mut Vec<Tok>) {
     fn lin(v: Val, out: &mut Vec<Tok>) {
@@ -795,23 +938,23 @@ fn operand_kinds(v: Val, out: &mut Vec<Tok>) {
             if v.b < 0 {
                 out.push(Tok::Sym(b'-'));
             }
-            out.push(Tok::Num(Some(v.b.unsigned_abs() as i64)));
+            out.push(num_tok(v.b.unsigned_abs()));
             return;
         }
         if v.a < 0 {
             out.push(Tok::Sym(b'-'));
         }
         if v.a.unsigned_abs() != 1 {
-            out.push(Tok::Num(Some(v.a.unsigned_abs() as i64)));
+            out.push(num_tok(v.a.unsigned_abs()));
             out.push(Tok::Sym(b'*'));
         }
         out.push(Tok::Word);
         if v.b > 0 {
             out.push(Tok::Sym(b'+'));
-            out.push(Tok::Num(Some(v.b)));
+            out.push(num_tok(v.b.unsigned_abs()));
         } else if v.b < 0 {
             out.push(Tok::Sym(b'-'));
-            out.push(Tok::Num(Some(v.b.unsigned_abs() as i64)));
+            out.push(num_tok(v.b.unsigned_abs()));
         }
     }
     let bare = (v.a == 0 && v.b >= 0) || (v.b == 0 && v.a > 0);
