@@ -9,9 +9,17 @@ fn main() -> anyhow::Result<()> {
     let count: u64 = args.get(3).map_or(Ok(1), |s| s.parse())?;
     let seed: u64 = args.get(4).map_or(Ok(7), |s| s.parse())?;
     for i in 0..count {
-        let spec = ProblemSpec { op, context: Context::ALL[(i % 3) as usize], mode, d: 2 };
+        let spec = ProblemSpec {
+            op,
+            context: Context::ALL[(i % 3) as usize],
+            mode,
+            d: 2,
+        };
         let p = generate(&cfg, &spec, seed, i)?;
-        println!("op={} {:?} {:?} attempts={}\nproblem: {}\nquestion: {}\nsolution: {}\n", p.op, p.context, p.mode, p.attempts, p.problem, p.question, p.solution);
+        println!(
+            "op={} {:?} {:?} attempts={}\nproblem: {}\nquestion: {}\nsolution: {}\n",
+            p.op, p.context, p.mode, p.attempts, p.problem, p.question, p.solution
+        );
     }
     Ok(())
 }

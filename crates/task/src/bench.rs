@@ -34,7 +34,11 @@ pub struct BenchOptions {
 
 impl Default for BenchOptions {
     fn default() -> Self {
-        BenchOptions { problems: 20_000, completions_rounds: 20, seed: 1 }
+        BenchOptions {
+            problems: 20_000,
+            completions_rounds: 20,
+            seed: 1,
+        }
     }
 }
 
@@ -42,7 +46,11 @@ impl Default for BenchOptions {
 pub fn bench_spec(i: u64) -> ProblemSpec {
     ProblemSpec {
         op: 2 + (i % 19) as u32,
-        mode: if (i / 19) % 2 == 0 { Mode::Forward } else { Mode::Reverse },
+        mode: if (i / 19).is_multiple_of(2) {
+            Mode::Forward
+        } else {
+            Mode::Reverse
+        },
         context: Context::ALL[((i / 38) % 3) as usize],
         d: 2,
     }
@@ -68,17 +76,27 @@ pub fn run(opts: BenchOptions) -> BenchReport {
     let one = n as f64 / t.elapsed().as_secs_f64();
     // All cores.
     let t = Instant::now();
-    let all: Vec<Problem> = (0..n).into_par_iter().map(|i| make(&cfg, opts.seed + 1, i)).collect();
+    let all: Vec<Problem> = (0..n)
+        .into_par_iter()
+        .map(|i| make(&cfg, opts.seed + 1, i))
+        .collect();
     let many = n as f64 / t.elapsed().as_secs_f64();
     drop(all);
     // Completions: each gold solution, and a perturbed copy (a changed value), in the completion format.
-    let golds: Vec<GoldGraph> = problems.iter().map(|p| GoldGraph::from_solution(&p.solution).expect("gold parses")).collect();
+    let golds: Vec<GoldGraph> = problems
+        .iter()
+        .map(|p| GoldGraph::from_solution(&p.solution).expect("gold parses"))
+        .collect();
     let completions: Vec<String> = problems
         .iter()
         .enumerate()
         .map(|(i, p)| {
             let c = crate::text::target_completion(&p.solution);
-            if i % 2 == 0 { c } else { c.replacen(" = ", " = 1 + ", 1) }
+            if i % 2 == 0 {
+                c
+            } else {
+                c.replacen(" = ", " = 1 + ", 1)
+            }
         })
         .collect();
     let mut v = Verifier::new(VerifyOptions::default());

@@ -77,9 +77,9 @@ pub struct TaskConfig {
 /// The paper driver's op -> op_max tier: 30->{19,20}; 25->{16,17,18}; 20->{12..15}; 15->{10,11}; 10->{7,8,9};
 /// 6->{5,6}; 4->{4}; 3->{3}; 3->{2}.
 pub fn paper_strictline() -> Vec<u32> {
-    let mut v = vec![0u32; 21];
-    for op in 2..=20usize {
-        v[op] = match op {
+    (0..=20u32)
+        .map(|op| match op {
+            0 | 1 => 0,
             2 | 3 => 3,
             4 => 4,
             5 | 6 => 6,
@@ -88,9 +88,8 @@ pub fn paper_strictline() -> Vec<u32> {
             12..=15 => 20,
             16..=18 => 25,
             _ => 30,
-        };
-    }
-    v
+        })
+        .collect()
 }
 
 impl Default for TaskConfig {
@@ -119,7 +118,12 @@ impl TaskConfig {
     /// CPU scale: at most 3 entities / types per layer, at most 4 distractor sentences, constants 1..=4,
     /// sequential letters. Same op schedule, contexts, modes and grammar as the paper.
     pub fn cpu() -> TaskConfig {
-        TaskConfig { max_width: 3, max_distractors: Some(4), letters: Letters::Sequential, ..TaskConfig::paper() }
+        TaskConfig {
+            max_width: 3,
+            max_distractors: Some(4),
+            letters: Letters::Sequential,
+            ..TaskConfig::paper()
+        }
     }
 
     /// A preset by name: `paper` or `cpu`.
@@ -138,17 +142,43 @@ impl TaskConfig {
 
     /// Checks the invariants the generator relies on; the error names the field.
     pub fn validate(&self) -> anyhow::Result<()> {
-        ensure!(self.number_range >= 3, "task config: `number_range` must be >= 3 (constants 2..=number_range-1), got {}", self.number_range);
+        ensure!(
+            self.number_range >= 3,
+            "task config: `number_range` must be >= 3 (constants 2..=number_range-1), got {}",
+            self.number_range
+        );
         if let Some(m) = self.modulus {
             ensure!(m >= 2, "task config: `modulus` must be >= 2, got {m}");
         }
-        ensure!((1..=25).contains(&self.ip_max), "task config: `ip_max` must be in 1..=25, got {}", self.ip_max);
-        ensure!((1..=5).contains(&self.max_width), "task config: `max_width` must be in 1..=5, got {}", self.max_width);
-        ensure!(self.max_value >= 1, "task config: `max_value` must be >= 1, got {}", self.max_value);
-        ensure!((0.0..=1.0).contains(&self.d3_probability), "task config: `d3_probability` must be in [0, 1], got {}", self.d3_probability);
-        ensure!(self.max_attempts >= 1, "task config: `max_attempts` must be >= 1");
+        ensure!(
+            (1..=25).contains(&self.ip_max),
+            "task config: `ip_max` must be in 1..=25, got {}",
+            self.ip_max
+        );
+        ensure!(
+            (1..=5).contains(&self.max_width),
+            "task config: `max_width` must be in 1..=5, got {}",
+            self.max_width
+        );
+        ensure!(
+            self.max_value >= 1,
+            "task config: `max_value` must be >= 1, got {}",
+            self.max_value
+        );
+        ensure!(
+            (0.0..=1.0).contains(&self.d3_probability),
+            "task config: `d3_probability` must be in [0, 1], got {}",
+            self.d3_probability
+        );
+        ensure!(
+            self.max_attempts >= 1,
+            "task config: `max_attempts` must be >= 1"
+        );
         for (op, s) in self.strictline.iter().enumerate() {
-            ensure!(*s == 0 || *s as usize >= op, "task config: `strictline[{op}]` = {s} is below the op it serves");
+            ensure!(
+                *s == 0 || *s as usize >= op,
+                "task config: `strictline[{op}]` = {s} is below the op it serves"
+            );
         }
         Ok(())
     }

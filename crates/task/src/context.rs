@@ -63,12 +63,36 @@ pub(crate) struct ContextNames {
 
 static ZOO: ContextNames = ContextNames {
     entities: &[
-        &["Beverly Forest", "Cedar Valley", "Oakridge Riverside", "Pine Ridge", "Maple Creek"],
-        &["South Zoo", "Jefferson Circus", "Mayer Aquarium", "Bundle Ranch", "Hamilton Farm"],
+        &[
+            "Beverly Forest",
+            "Cedar Valley",
+            "Oakridge Riverside",
+            "Pine Ridge",
+            "Maple Creek",
+        ],
+        &[
+            "South Zoo",
+            "Jefferson Circus",
+            "Mayer Aquarium",
+            "Bundle Ranch",
+            "Hamilton Farm",
+        ],
     ],
     types: &[
-        &["adult bear", "adult wolf", "adult deer", "adult fox", "adult racoon"],
-        &["adult eagle", "adult parrot", "adult owl", "adult blue jay", "adult crow"],
+        &[
+            "adult bear",
+            "adult wolf",
+            "adult deer",
+            "adult fox",
+            "adult racoon",
+        ],
+        &[
+            "adult eagle",
+            "adult parrot",
+            "adult owl",
+            "adult blue jay",
+            "adult crow",
+        ],
     ],
     total: "total number of adult animals",
     average: "average number of newborn children",
@@ -77,8 +101,20 @@ static ZOO: ContextNames = ContextNames {
 
 static TEACHER: ContextNames = ContextNames {
     entities: &[
-        &["Evervale City", "Hawkesbury", "Glenfield City", "Westhaven City", "Brightford"],
-        &["Riverton City", "Clearwater Bay", "Shoreline City", "Oakbridge City", "Ruby Bay"],
+        &[
+            "Evervale City",
+            "Hawkesbury",
+            "Glenfield City",
+            "Westhaven City",
+            "Brightford",
+        ],
+        &[
+            "Riverton City",
+            "Clearwater Bay",
+            "Shoreline City",
+            "Oakbridge City",
+            "Ruby Bay",
+        ],
     ],
     types: &[&[
         "elementary school",

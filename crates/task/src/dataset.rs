@@ -122,12 +122,25 @@ impl CorpusSpec {
     pub fn paper_midtrain(seed: u64, budget: Budget) -> CorpusSpec {
         let mut ops: Weights<u32> = (2..=10).map(|o| (o, 0.2 / 9.0)).collect();
         ops.extend((11..=14).map(|o| (o, 0.2)));
-        CorpusSpec { name: "midtrain".into(), ops, ..CorpusSpec::paper_pretrain(seed, budget) }
+        CorpusSpec {
+            name: "midtrain".into(),
+            ops,
+            ..CorpusSpec::paper_pretrain(seed, budget)
+        }
     }
 
     /// RL prompts uniform over `ops`.
-    pub fn rl_prompts(name: &str, seed: u64, ops: impl IntoIterator<Item = u32>, records: u64) -> CorpusSpec {
-        CorpusSpec { name: name.into(), ops: uniform_ops(ops), ..CorpusSpec::paper_pretrain(seed, Budget::Records(records)) }
+    pub fn rl_prompts(
+        name: &str,
+        seed: u64,
+        ops: impl IntoIterator<Item = u32>,
+        records: u64,
+    ) -> CorpusSpec {
+        CorpusSpec {
+            name: name.into(),
+            ops: uniform_ops(ops),
+            ..CorpusSpec::paper_pretrain(seed, Budget::Records(records))
+        }
     }
 
     pub fn validate(&self, cfg: &TaskConfig) -> anyhow::Result<()> {
@@ -135,21 +148,38 @@ impl CorpusSpec {
         check_weights(&self.name, "contexts", &self.contexts)?;
         check_weights(&self.name, "modes", &self.modes)?;
         for op in self.ops.keys() {
-            ensure!(cfg.supports_op(*op), "dataset `{}`: op {op} is outside the task config's op schedule", self.name);
+            ensure!(
+                cfg.supports_op(*op),
+                "dataset `{}`: op {op} is outside the task config's op schedule",
+                self.name
+            );
         }
         if cfg.modulus.is_some() && self.modes.get(&Mode::Reverse).is_some_and(|w| *w > 0.0) {
-            bail!("dataset `{}`: reverse mode needs plain integers but the task config sets `modulus`", self.name);
+            bail!(
+                "dataset `{}`: reverse mode needs plain integers but the task config sets `modulus`",
+                self.name
+            );
         }
         Ok(())
     }
 }
 
-fn check_weights<K: std::fmt::Debug>(name: &str, field: &str, w: &Weights<K>) -> anyhow::Result<()> {
+fn check_weights<K: std::fmt::Debug>(
+    name: &str,
+    field: &str,
+    w: &Weights<K>,
+) -> anyhow::Result<()> {
     ensure!(!w.is_empty(), "dataset `{name}`: `{field}` is empty");
     for (k, v) in w {
-        ensure!(v.is_finite() && *v >= 0.0, "dataset `{name}`: `{field}` weight for {k:?} must be >= 0, got {v}");
+        ensure!(
+            v.is_finite() && *v >= 0.0,
+            "dataset `{name}`: `{field}` weight for {k:?} must be >= 0, got {v}"
+        );
     }
-    ensure!(w.values().sum::<f64>() > 0.0, "dataset `{name}`: `{field}` weights sum to 0");
+    ensure!(
+        w.values().sum::<f64>() > 0.0,
+        "dataset `{name}`: `{field}` weights sum to 0"
+    );
     Ok(())
 }
 
@@ -238,9 +268,15 @@ impl Exclusion {
 const STREAM_PICK: u64 = 0x70_1c_4a;
 const CHUNK: u64 = 2048;
 
-fn make_record(cfg: &TaskConfig, spec: &ProblemSpec, seed: u64, index: u64) -> anyhow::Result<(Record, u32)> {
+fn make_record(
+    cfg: &TaskConfig,
+    spec: &ProblemSpec,
+    seed: u64,
+    index: u64,
+) -> anyhow::Result<(Record, u32)> {
     let p = generate(cfg, spec, seed, index)?;
-    let length = text::approx_tokens(&text::training_text(&p.problem, &p.question, &p.solution)) as u64;
+    let length =
+        text::approx_tokens(&text::training_text(&p.problem, &p.question, &p.solution)) as u64;
     Ok((
         Record {
             problem: p.problem,
@@ -261,7 +297,11 @@ fn make_record(cfg: &TaskConfig, spec: &ProblemSpec, seed: u64, index: u64) -> a
 
 /// Builds a training set: record `i` draws its (op, context, mode, d) from its own stream, then generates; records
 /// whose text is excluded or already taken are dropped (and counted) until the budget is met.
-pub fn build_corpus(cfg: &TaskConfig, spec: &CorpusSpec, exclude: &Exclusion) -> anyhow::Result<Dataset> {
+pub fn build_corpus(
+    cfg: &TaskConfig,
+    spec: &CorpusSpec,
+    exclude: &Exclusion,
+) -> anyhow::Result<Dataset> {
     cfg.validate()?;
     spec.validate(cfg)?;
     let mut acc = Accumulator::new(&spec.name);
@@ -278,7 +318,8 @@ pub fn build_corpus(cfg: &TaskConfig, spec: &CorpusSpec, exclude: &Exclusion) ->
                     mode: sample(&mut rng, &spec.modes),
                     d: if rng.chance(cfg.d3_probability) { 3 } else { 2 },
                 };
-                make_record(cfg, &ps, spec.seed, i).with_context(|| format!("dataset `{}`, record {i}", spec.name))
+                make_record(cfg, &ps, spec.seed, i)
+                    .with_context(|| format!("dataset `{}`, record {i}", spec.name))
             })
             .collect();
         start += CHUNK;
@@ -309,9 +350,17 @@ pub fn build_corpus(cfg: &TaskConfig, spec: &CorpusSpec, exclude: &Exclusion) ->
 /// Builds an evaluation set: `per_cell` distinct problems for every (op, context, mode), in that order.
 pub fn build_eval_set(cfg: &TaskConfig, spec: &EvalSpec) -> anyhow::Result<Dataset> {
     cfg.validate()?;
-    ensure!(!spec.ops.is_empty() && !spec.contexts.is_empty() && !spec.modes.is_empty(), "eval set `{}`: ops, contexts and modes must be non-empty", spec.name);
+    ensure!(
+        !spec.ops.is_empty() && !spec.contexts.is_empty() && !spec.modes.is_empty(),
+        "eval set `{}`: ops, contexts and modes must be non-empty",
+        spec.name
+    );
     for op in &spec.ops {
-        ensure!(cfg.supports_op(*op), "eval set `{}`: op {op} is outside the task config's op schedule", spec.name);
+        ensure!(
+            cfg.supports_op(*op),
+            "eval set `{}`: op {op} is outside the task config's op schedule",
+            spec.name
+        );
     }
     let mut acc = Accumulator::new(&spec.name);
     let none = Exclusion::new();
@@ -319,24 +368,38 @@ pub fn build_eval_set(cfg: &TaskConfig, spec: &EvalSpec) -> anyhow::Result<Datas
         for &context in &spec.contexts {
             for &mode in &spec.modes {
                 // Each cell has its own seed so adding a cell never changes the others.
-                let mut sm = spec.seed ^ ((op as u64) << 32) ^ ((context as u64) << 16) ^ (mode as u64) << 8;
+                let mut sm =
+                    spec.seed ^ ((op as u64) << 32) ^ ((context as u64) << 16) ^ (mode as u64) << 8;
                 let cell_seed = crate::rng::splitmix64(&mut sm);
                 let d = 2;
-                let ps = ProblemSpec { op, context, mode, d };
+                let ps = ProblemSpec {
+                    op,
+                    context,
+                    mode,
+                    d,
+                };
                 let mut kept = 0u64;
                 let mut next = 0u64;
                 while kept < spec.per_cell {
                     let want = (spec.per_cell - kept).max(16);
-                    let batch: Vec<anyhow::Result<(Record, u32)>> =
-                        (next..next + want).into_par_iter().map(|i| make_record(cfg, &ps, cell_seed, i)).collect();
+                    let batch: Vec<anyhow::Result<(Record, u32)>> = (next..next + want)
+                        .into_par_iter()
+                        .map(|i| make_record(cfg, &ps, cell_seed, i))
+                        .collect();
                     next += want;
                     for r in batch {
-                        let (rec, attempts) = r.with_context(|| format!("eval set `{}`, op {op}", spec.name))?;
+                        let (rec, attempts) =
+                            r.with_context(|| format!("eval set `{}`, op {op}", spec.name))?;
                         if kept < spec.per_cell && acc.offer(rec, attempts, &none) {
                             kept += 1;
                         }
                     }
-                    ensure!(next < spec.per_cell * 50 + 1000, "eval set `{}`: cannot find {} distinct problems for op {op} {context:?} {mode:?}", spec.name, spec.per_cell);
+                    ensure!(
+                        next < spec.per_cell * 50 + 1000,
+                        "eval set `{}`: cannot find {} distinct problems for op {op} {context:?} {mode:?}",
+                        spec.name,
+                        spec.per_cell
+                    );
                 }
             }
         }
@@ -355,7 +418,14 @@ struct Accumulator {
 
 impl Accumulator {
     fn new(name: &str) -> Accumulator {
-        Accumulator { name: name.into(), records: Vec::new(), seen: HashSet::new(), stats: Stats::default(), tokens: 0, attempts: 0 }
+        Accumulator {
+            name: name.into(),
+            records: Vec::new(),
+            seen: HashSet::new(),
+            stats: Stats::default(),
+            tokens: 0,
+            attempts: 0,
+        }
     }
 
     fn offer(&mut self, mut rec: Record, attempts: u32, exclude: &Exclusion) -> bool {
@@ -376,19 +446,47 @@ impl Accumulator {
     }
 
     fn finish(mut self) -> Dataset {
-        let stats = stats_of(&self.name, &self.records, self.stats.removed_eval_overlap, self.stats.removed_duplicates);
-        self.stats = Stats { mean_attempts: if self.records.is_empty() { 0.0 } else { self.attempts as f64 / self.records.len() as f64 }, ..stats };
-        Dataset { records: self.records, stats: self.stats }
+        let stats = stats_of(
+            &self.name,
+            &self.records,
+            self.stats.removed_eval_overlap,
+            self.stats.removed_duplicates,
+        );
+        self.stats = Stats {
+            mean_attempts: if self.records.is_empty() {
+                0.0
+            } else {
+                self.attempts as f64 / self.records.len() as f64
+            },
+            ..stats
+        };
+        Dataset {
+            records: self.records,
+            stats: self.stats,
+        }
     }
 }
 
 /// Stats of any record list (also used for datasets read from files).
-pub fn stats_of(name: &str, records: &[Record], removed_eval_overlap: u64, removed_duplicates: u64) -> Stats {
-    let mut s = Stats { name: name.into(), records: records.len() as u64, removed_eval_overlap, removed_duplicates, ..Default::default() };
+pub fn stats_of(
+    name: &str,
+    records: &[Record],
+    removed_eval_overlap: u64,
+    removed_duplicates: u64,
+) -> Stats {
+    let mut s = Stats {
+        name: name.into(),
+        records: records.len() as u64,
+        removed_eval_overlap,
+        removed_duplicates,
+        ..Default::default()
+    };
     let mut lens: Vec<u64> = Vec::with_capacity(records.len());
     for r in records {
         *s.per_op.entry(r.op).or_default() += 1;
-        *s.per_context.entry(r.template.id().to_string()).or_default() += 1;
+        *s.per_context
+            .entry(r.template.id().to_string())
+            .or_default() += 1;
         *s.per_mode.entry(r.mode.id().to_string()).or_default() += 1;
         *s.per_d.entry(r.d).or_default() += 1;
         s.tokens += r.length;
@@ -416,7 +514,8 @@ impl Dataset {
         let path = dir.join(format!("{file_stem}.jsonl"));
         write_jsonl(&path, &self.records)?;
         let sp = dir.join(format!("{file_stem}.stats.json"));
-        std::fs::write(&sp, serde_json::to_string_pretty(&self.stats)? + "\n").with_context(|| format!("writing {}", sp.display()))?;
+        std::fs::write(&sp, serde_json::to_string_pretty(&self.stats)? + "\n")
+            .with_context(|| format!("writing {}", sp.display()))?;
         Ok(path)
     }
 }
@@ -429,7 +528,8 @@ pub fn write_jsonl<T: Serialize>(path: &Path, items: &[T]) -> anyhow::Result<()>
         serde_json::to_writer(&mut w, it)?;
         w.write_all(b"\n")?;
     }
-    w.flush().with_context(|| format!("writing {}", path.display()))?;
+    w.flush()
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 
@@ -473,17 +573,29 @@ pub fn read_paper_jsonl(path: &Path) -> anyhow::Result<Vec<Record>> {
         };
         let mode = match pr.mode.as_deref() {
             None => {
-                if pr.solution.contains("we use equations") { Mode::Reverse } else { Mode::Forward }
+                if pr.solution.contains("we use equations") {
+                    Mode::Reverse
+                } else {
+                    Mode::Forward
+                }
             }
             Some(m) => Mode::parse(m).with_context(|| {
-                format!("{} line {}: field `mode` = {m:?}, expected normalforward or forwardreverse", path.display(), ln + 1)
+                format!(
+                    "{} line {}: field `mode` = {m:?}, expected normalforward or forwardreverse",
+                    path.display(),
+                    ln + 1
+                )
             })?,
         };
         let id = match pr.id {
             Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(out.len() as u64),
             _ => out.len() as u64,
         };
-        let length = text::approx_tokens(&text::training_text(&pr.problem, &pr.question, &pr.solution)) as u64;
+        let length = text::approx_tokens(&text::training_text(
+            &pr.problem,
+            &pr.question,
+            &pr.solution,
+        )) as u64;
         out.push(Record {
             problem: pr.problem,
             question: pr.question,

@@ -266,7 +266,11 @@ impl Work {
 
 /// Softmax weights over widths 1..=max_width (iGSM: centres 0.1..0.9, rel = (s-1)/(ip_max-1)).
 fn width_weights(s: u32, ip_max: usize, max_width: usize, out: &mut Vec<f64>) {
-    let rel = if ip_max > 1 { (s as f64 - 1.0) / (ip_max as f64 - 1.0) } else { 0.0 };
+    let rel = if ip_max > 1 {
+        (s as f64 - 1.0) / (ip_max as f64 - 1.0)
+    } else {
+        0.0
+    };
     out.clear();
     for c in [0.1, 0.3, 0.5, 0.7, 0.9].iter().take(max_width) {
         out.push((-(rel - c) * (rel - c)).exp());
@@ -274,9 +278,22 @@ fn width_weights(s: u32, ip_max: usize, max_width: usize, out: &mut Vec<f64>) {
 }
 
 /// Generates the problem `index` of the stream `seed`. Same inputs, same problem, on any thread.
-pub fn generate(cfg: &TaskConfig, spec: &ProblemSpec, seed: u64, index: u64) -> anyhow::Result<Problem> {
-    ensure!(spec.d == 2 || spec.d == 3, "problem spec: `d` must be 2 or 3, got {}", spec.d);
-    ensure!(cfg.supports_op(spec.op), "problem spec: op {} has no strictline in the task config", spec.op);
+pub fn generate(
+    cfg: &TaskConfig,
+    spec: &ProblemSpec,
+    seed: u64,
+    index: u64,
+) -> anyhow::Result<Problem> {
+    ensure!(
+        spec.d == 2 || spec.d == 3,
+        "problem spec: `d` must be 2 or 3, got {}",
+        spec.d
+    );
+    ensure!(
+        cfg.supports_op(spec.op),
+        "problem spec: op {} has no strictline in the task config",
+        spec.op
+    );
     if spec.mode == Mode::Reverse && cfg.modulus.is_some() {
         bail!("task config: reverse (equation) mode needs plain integers; unset `modulus`");
     }
@@ -298,7 +315,12 @@ pub fn generate(cfg: &TaskConfig, spec: &ProblemSpec, seed: u64, index: u64) -> 
     )
 }
 
-fn attempt_once(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work) -> Attempt<Problem> {
+fn attempt_once(
+    cfg: &TaskConfig,
+    spec: &ProblemSpec,
+    rng: &mut Rng,
+    w: &mut Work,
+) -> Attempt<Problem> {
     let d = spec.d as usize;
     let strictline = cfg.strictline[spec.op as usize];
     // 1. Hyper-sampling (`drawAll`, force = true).
@@ -316,7 +338,11 @@ fn attempt_once(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Wor
     let lo = ((d - 1) * w0) as i64;
     let hi = (cfg.ip_max as i64).max(lo);
     let e_draw = rng.range(lo, hi).min(rng.range(lo, hi)) as usize;
-    let e = if d == 2 { e_draw.min(w1 * w1) } else { e_draw.min(w1 * w1 + w1).min(w1 * w1) };
+    let e = if d == 2 {
+        e_draw.min(w1 * w1)
+    } else {
+        e_draw.min(w1 * w1 + w1).min(w1 * w1)
+    };
 
     // 2. Structure graph.
     draw_structure(rng, w, e, w0, w1);
@@ -338,13 +364,15 @@ fn attempt_once(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Wor
         return Err(Reject);
     }
     // 5. Values and the filter.
-    let x = if spec.mode == Mode::Reverse { Some(choose_unknown(rng, w)?) } else { None };
+    let x = if spec.mode == Mode::Reverse {
+        Some(choose_unknown(rng, w)?)
+    } else {
+        None
+    };
     values(cfg, rng, w, x)?;
     let query = *w.topo.last().unwrap();
-    if let Some(_) = x {
-        if w.val[query as usize].a == 0 {
-            return Err(Reject);
-        }
+    if x.is_some() && w.val[query as usize].a == 0 {
+        return Err(Reject); // x cancels out: the equation says nothing about it
     }
     // 6. Distractors, then text.
     unnecessary(cfg, rng, w)?;
@@ -370,7 +398,11 @@ fn draw_structure(rng: &mut Rng, w: &mut Work, e: usize, w0: usize, w1: usize) {
         }
         let cands = (l[0] < w1) as usize + (l[1] < w1) as usize;
         let k = rng.below(cands);
-        let j = if l[0] < w1 { if k == 0 { 0 } else { 1 } } else { 1 };
+        let j = if l[0] < w1 {
+            if k == 0 { 0 } else { 1 }
+        } else {
+            1
+        };
         l[j] += 1;
     }
     let names = w.names;
@@ -398,7 +430,12 @@ fn draw_structure(rng: &mut Rng, w: &mut Work, e: usize, w0: usize, w1: usize) {
     w.edges.sort_unstable();
 }
 
-fn sample_names(rng: &mut Rng, list: &'static [&'static str], k: usize, out: &mut Vec<&'static str>) {
+fn sample_names(
+    rng: &mut Rng,
+    list: &'static [&'static str],
+    k: usize,
+    out: &mut Vec<&'static str>,
+) {
     let mut idx = [0usize, 1, 2, 3, 4, 5, 6, 7, 8, 9];
     let n = list.len();
     out.clear();
@@ -418,11 +455,19 @@ fn build_params(w: &mut Work) {
     w.g = 0;
     let ne = w.edges.len();
     for &(en, t) in &w.edges {
-        w.params.push(Param { kind: Kind::Count, entity: en, ty: t });
+        w.params.push(Param {
+            kind: Kind::Count,
+            entity: en,
+            ty: t,
+        });
     }
     if w.d == 3 {
         for &(en, t) in &w.edges {
-            w.params.push(Param { kind: Kind::Avg, entity: en, ty: t });
+            w.params.push(Param {
+                kind: Kind::Avg,
+                entity: en,
+                ty: t,
+            });
         }
     }
     w.n_inst = w.params.len();
@@ -439,7 +484,11 @@ fn build_params(w: &mut Work) {
             continue;
         }
         w.npar[id] = k as u8;
-        w.params.push(Param { kind: Kind::Total, entity: en, ty: 0 });
+        w.params.push(Param {
+            kind: Kind::Total,
+            entity: en,
+            ty: 0,
+        });
         if w.d == 3 {
             let id3 = w.params.len();
             let mut k3 = 0;
@@ -451,7 +500,11 @@ fn build_params(w: &mut Work) {
                 }
             }
             w.npar[id3] = k3 as u8;
-            w.params.push(Param { kind: Kind::Total3, entity: en, ty: 0 });
+            w.params.push(Param {
+                kind: Kind::Total3,
+                entity: en,
+                ty: 0,
+            });
         }
     }
 }
@@ -490,7 +543,11 @@ fn necessary1(rng: &mut Rng, w: &mut Work, n: u32, m: u32) -> Attempt<()> {
     let op = w.op_of(g);
     let extra = (m as i64 - op as i64 - 1).max(0);
     for _ in 0..extra {
-        let inst_mask = if w.n_inst == 64 { u64::MAX } else { (1u64 << w.n_inst) - 1 };
+        let inst_mask = if w.n_inst == 64 {
+            u64::MAX
+        } else {
+            (1u64 << w.n_inst) - 1
+        };
         let left = inst_mask & !g;
         if left == 0 {
             break;
@@ -644,7 +701,11 @@ fn necessary3(rng: &mut Rng, w: &mut Work, s: u32) -> Attempt<()> {
         w.pool.push(RNG_NODE);
         w.pool.extend_from_slice(&w.topo[..idx]);
         let c = c_op[item as usize] as i64;
-        let mut dep = if c == 1 { if rng.chance(0.5) { 1 } else { 2 } } else { c + 1 };
+        let mut dep = if c == 1 {
+            if rng.chance(0.5) { 1 } else { 2 }
+        } else {
+            c + 1
+        };
         dep = dep.min(w.pool.len() as i64);
         if w.npar[item as usize] > 0 {
             let existing = w.par[item as usize][0];
@@ -744,11 +805,19 @@ fn values(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work, x: Option<u8>) -> Attem
             }
             if det.has_rng {
                 det.plus = rng.chance(0.5);
-                det.c = if det.plus { rng.range(1, nr - 1) } else { rng.range(2, nr - 1) };
+                det.c = if det.plus {
+                    rng.range(1, nr - 1)
+                } else {
+                    rng.range(2, nr - 1)
+                };
             }
             let (mut v, mut lin) = match k {
                 0 => {
-                    let c = if det.has_rng { det.c } else { rng.range(1, nr - 1) };
+                    let c = if det.has_rng {
+                        det.c
+                    } else {
+                        rng.range(1, nr - 1)
+                    };
                     det.c = c;
                     (c, Lin { a: 0, b: c })
                 }
@@ -758,9 +827,21 @@ fn values(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work, x: Option<u8>) -> Attem
                     let (a, b) = (q[0] as usize, q[1] as usize);
                     let (la, lb) = (w.val[a], w.val[b]);
                     if det.minus {
-                        (red(num[a] - num[b]), Lin { a: la.a - lb.a, b: la.b - lb.b })
+                        (
+                            red(num[a] - num[b]),
+                            Lin {
+                                a: la.a - lb.a,
+                                b: la.b - lb.b,
+                            },
+                        )
                     } else {
-                        (red(num[a] + num[b]), Lin { a: la.a + lb.a, b: la.b + lb.b })
+                        (
+                            red(num[a] + num[b]),
+                            Lin {
+                                a: la.a + lb.a,
+                                b: la.b + lb.b,
+                            },
+                        )
                     }
                 }
                 _ => {
@@ -780,7 +861,10 @@ fn values(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work, x: Option<u8>) -> Attem
                     lin.b += det.c;
                 } else {
                     v = red(det.c * v);
-                    lin = Lin { a: lin.a * det.c, b: lin.b * det.c };
+                    lin = Lin {
+                        a: lin.a * det.c,
+                        b: lin.b * det.c,
+                    };
                 }
             }
             det.drawn = true;
@@ -794,7 +878,11 @@ fn values(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work, x: Option<u8>) -> Attem
             return Err(Reject);
         }
         num[pu] = value;
-        w.val[pu] = if x.is_some() { lin } else { Lin { a: 0, b: value } };
+        w.val[pu] = if x.is_some() {
+            lin
+        } else {
+            Lin { a: 0, b: value }
+        };
     }
     w.num = num;
     Ok(())
@@ -803,7 +891,11 @@ fn values(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work, x: Option<u8>) -> Attem
 /// `drawUnnecessary`: every remaining instance parameter of the structure graph (up to `max_distractors`) gets
 /// 1-4 random parents from {RNG} + an independent list, or {RNG} + the graph so far.
 fn unnecessary(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work) -> Attempt<()> {
-    let inst_mask = if w.n_inst == 64 { u64::MAX } else { (1u64 << w.n_inst) - 1 };
+    let inst_mask = if w.n_inst == 64 {
+        u64::MAX
+    } else {
+        (1u64 << w.n_inst) - 1
+    };
     let mut remaining = inst_mask & !w.g;
     let mut ind: Vec<u8> = Vec::new();
     let mut added = 0usize;
@@ -883,11 +975,17 @@ struct LetterPool {
 
 impl LetterPool {
     fn new(style: Letters, reserve_x: bool) -> LetterPool {
-        let mut left: Vec<u8> = (b'A'..=b'Z').chain(b'a'..=b'z').filter(|c| !(reserve_x && *c == b'x')).collect();
+        let mut left: Vec<u8> = (b'A'..=b'Z')
+            .chain(b'a'..=b'z')
+            .filter(|c| !(reserve_x && *c == b'x'))
+            .collect();
         if style == Letters::Sequential {
             left.reverse();
         }
-        LetterPool { left, sequential: style == Letters::Sequential }
+        LetterPool {
+            left,
+            sequential: style == Letters::Sequential,
+        }
     }
     fn take(&mut self, rng: &mut Rng) -> Attempt<u8> {
         if self.left.is_empty() {
@@ -911,15 +1009,27 @@ struct Arith {
 impl Arith {
     fn red(self, l: Lin) -> Lin {
         match self.modulus {
-            Some(m) if l.a == 0 => Lin { a: 0, b: l.b.rem_euclid(m) },
+            Some(m) if l.a == 0 => Lin {
+                a: 0,
+                b: l.b.rem_euclid(m),
+            },
             _ => l,
         }
     }
     fn apply(self, x: Lin, op: u8, y: Lin) -> Lin {
         let r = match op {
-            b'+' => Lin { a: x.a + y.a, b: x.b + y.b },
-            b'-' => Lin { a: x.a - y.a, b: x.b - y.b },
-            _ => Lin { a: x.a * y.b + y.a * x.b, b: x.b * y.b },
+            b'+' => Lin {
+                a: x.a + y.a,
+                b: x.b + y.b,
+            },
+            b'-' => Lin {
+                a: x.a - y.a,
+                b: x.b - y.b,
+            },
+            _ => Lin {
+                a: x.a * y.b + y.a * x.b,
+                b: x.b * y.b,
+            },
         };
         self.red(r)
     }
@@ -976,7 +1086,14 @@ impl Operand {
 }
 
 /// `so L = A + B = 3 + 4 = 7`; a copy is `L = A = 3`; a literal is `L = 3`.
-fn push_assign(out: &mut String, so: bool, lhs: u8, a: Operand, op: Option<(u8, Operand)>, result: Lin) {
+fn push_assign(
+    out: &mut String,
+    so: bool,
+    lhs: u8,
+    a: Operand,
+    op: Option<(u8, Operand)>,
+    result: Lin,
+) {
     if so {
         out.push_str("so ");
     }
@@ -1013,8 +1130,17 @@ fn push_assign(out: &mut String, so: bool, lhs: u8, a: Operand, op: Option<(u8, 
     push_lin(out, result);
 }
 
-fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: Option<u8>, op: u32) -> Attempt<Problem> {
-    let ar = Arith { modulus: cfg.modulus };
+fn render(
+    cfg: &TaskConfig,
+    spec: &ProblemSpec,
+    rng: &mut Rng,
+    w: &mut Work,
+    x: Option<u8>,
+    op: u32,
+) -> Attempt<Problem> {
+    let ar = Arith {
+        modulus: cfg.modulus,
+    };
     let mut letters = LetterPool::new(cfg.letters, x.is_some());
     let mut letter = [0u8; MAXP];
     let mut sol = String::with_capacity(64 + 90 * w.topo.len());
@@ -1025,7 +1151,11 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
         sol.push_str("The question is difficult, so we use equations to solve it. Define ");
         w.push_name(&mut sol, xp);
         sol.push_str(" as x; we don't know its value yet but will find it out later. ");
-        nodes.push(GoldNode { name: w.name(xp), parents: Vec::new(), value: "x".into() });
+        nodes.push(GoldNode {
+            name: w.name(xp),
+            parents: Vec::new(),
+            value: "x".into(),
+        });
     }
     let mut q = [0u8; MAXPAR];
     for ti in 0..w.topo.len() {
@@ -1057,14 +1187,19 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
                 }
                 let rng_step = det.has_rng && k > 0;
                 let core_n = match k {
-                    0 | 1 | 2 => 1,
+                    0..=2 => 1,
                     _ => k - 1,
                 };
                 let total = core_n + rng_step as usize;
                 let mut step = 0usize;
-                let next_lhs = |step: usize, rng: &mut Rng, letters: &mut LetterPool| -> Attempt<u8> {
-                    if step + 1 == total { Ok(own) } else { letters.take(rng) }
-                };
+                let next_lhs =
+                    |step: usize, rng: &mut Rng, letters: &mut LetterPool| -> Attempt<u8> {
+                        if step + 1 == total {
+                            Ok(own)
+                        } else {
+                            letters.take(rng)
+                        }
+                    };
                 let mut acc: Operand;
                 match k {
                     0 => {
@@ -1087,13 +1222,13 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
                     }
                     _ => {
                         acc = var(q[0]);
-                        for i in 1..k {
+                        for &qi in &q[1..k] {
                             if step > 0 {
                                 sol.push_str("; ");
                             }
                             let l = next_lhs(step, rng, &mut letters)?;
-                            let v = ar.apply(acc.value(), b'+', w.val[q[i] as usize]);
-                            push_assign(&mut sol, l == own, l, acc, Some((b'+', var(q[i]))), v);
+                            let v = ar.apply(acc.value(), b'+', w.val[qi as usize]);
+                            push_assign(&mut sol, l == own, l, acc, Some((b'+', var(qi))), v);
                             acc = Operand::Var(l, v);
                             step += 1;
                         }
@@ -1103,7 +1238,14 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
                     sol.push_str("; ");
                     let o = if det.plus { b'+' } else { b'*' };
                     let v = ar.apply(Lin { a: 0, b: det.c }, o, acc.value());
-                    push_assign(&mut sol, true, own, Operand::Const(det.c), Some((o, acc)), v);
+                    push_assign(
+                        &mut sol,
+                        true,
+                        own,
+                        Operand::Const(det.c),
+                        Some((o, acc)),
+                        v,
+                    );
                 }
             }
             Kind::Total => {
@@ -1147,7 +1289,11 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
                 let mut acc = prods[0];
                 for (i, pr) in prods.iter().enumerate().skip(1) {
                     sol.push_str("; ");
-                    let l = if i + 1 == pairs { own } else { letters.take(rng)? };
+                    let l = if i + 1 == pairs {
+                        own
+                    } else {
+                        letters.take(rng)?
+                    };
                     let v = ar.apply(acc.value(), b'+', pr.value());
                     push_assign(&mut sol, false, l, acc, Some((b'+', *pr)), v);
                     acc = Operand::Var(l, v);
@@ -1157,7 +1303,11 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
         sol.push_str(". ");
         let mut vs = String::new();
         push_lin(&mut vs, w.val[pu]);
-        nodes.push(GoldNode { name: w.name(p), parents: parents_out, value: vs });
+        nodes.push(GoldNode {
+            name: w.name(p),
+            parents: parents_out,
+            value: vs,
+        });
     }
     let answer;
     if let Some(xp) = x {
@@ -1178,7 +1328,13 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
         push_lin(&mut sol, Lin { a: e.a, b: 0 });
         let _ = write!(sol, " = {}. ", v - e.b);
         if e.a != 1 {
-            let _ = write!(sol, "Divide both sides by {}: x = {} / {}. ", e.a, v - e.b, e.a);
+            let _ = write!(
+                sol,
+                "Divide both sides by {}: x = {} / {}. ",
+                e.a,
+                v - e.b,
+                e.a
+            );
         }
         let _ = write!(sol, "Solution: x = {xv}. Answer: {xv}.");
     } else {
@@ -1189,7 +1345,12 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
 
     // Problem text: one sentence per instance parameter, shuffled.
     let mut sentences: Vec<String> = Vec::with_capacity(w.n_inst + 1);
-    let mut m = w.g & if w.n_inst == 64 { u64::MAX } else { (1u64 << w.n_inst) - 1 };
+    let mut m = w.g
+        & if w.n_inst == 64 {
+            u64::MAX
+        } else {
+            (1u64 << w.n_inst) - 1
+        };
     while m != 0 {
         let p = m.trailing_zeros() as u8;
         m &= m - 1;
@@ -1214,7 +1375,10 @@ fn render(cfg: &TaskConfig, spec: &ProblemSpec, rng: &mut Rng, w: &mut Work, x: 
     let target = x.unwrap_or(query);
     let prm = w.params[target as usize];
     let question = if prm.kind == Kind::Count {
-        format!("How many {} does {} have?", w.types[prm.ty as usize], w.entities[prm.entity as usize])
+        format!(
+            "How many {} does {} have?",
+            w.types[prm.ty as usize], w.entities[prm.entity as usize]
+        )
     } else {
         format!("What is the {}?", w.name(target))
     };
@@ -1260,7 +1424,11 @@ fn sentence(cfg: &TaskConfig, rng: &mut Rng, w: &Work, p: u8, x: Option<u8>) -> 
         let nr = cfg.number_range;
         if has_rng {
             det.plus = rng.chance(0.5);
-            det.c = if det.plus { rng.range(1, nr - 1) } else { rng.range(2, nr - 1) };
+            det.c = if det.plus {
+                rng.range(1, nr - 1)
+            } else {
+                rng.range(2, nr - 1)
+            };
         } else if k == 0 {
             det.c = rng.range(1, nr - 1);
         }
@@ -1281,7 +1449,11 @@ fn sentence(cfg: &TaskConfig, rng: &mut Rng, w: &Work, p: u8, x: Option<u8>) -> 
             w.push_standard(&mut s, q[0], false);
         }
         2 => {
-            s.push_str(if det.minus { " the difference between " } else { " the sum of " });
+            s.push_str(if det.minus {
+                " the difference between "
+            } else {
+                " the sum of "
+            });
             w.push_standard(&mut s, q[0], false);
             s.push_str(" and ");
             w.push_standard(&mut s, q[1], false);

@@ -100,8 +100,14 @@ mod tests {
             training_text("P1. P2.", "Q?", sol),
             "<question> P1. P2. Q? </question> <solution> Define a in B as b; so b = 3. </solution> <answer> 3 </answer>"
         );
-        assert_eq!(prompt("P1.", "Q?"), "<question> P1. Q? </question> <solution>");
-        assert_eq!(target_completion(sol), " Define a in B as b; so b = 3. </solution> <answer> 3 </answer>");
+        assert_eq!(
+            prompt("P1.", "Q?"),
+            "<question> P1. Q? </question> <solution>"
+        );
+        assert_eq!(
+            target_completion(sol),
+            " Define a in B as b; so b = 3. </solution> <answer> 3 </answer>"
+        );
         assert_eq!(approx_tokens("so b = 3."), 5);
     }
 }

@@ -124,27 +124,48 @@ fn tokenize(text: &str, start: usize, end: usize, out: &mut Vec<Token>) -> Stop 
                 let mut j = i;
                 let mut v: Option<i64> = Some(0);
                 while j < n && s[j].is_ascii_digit() {
-                    v = v.and_then(|v| v.checked_mul(10)).and_then(|v| v.checked_add((s[j] - b'0') as i64));
+                    v = v
+                        .and_then(|v| v.checked_mul(10))
+                        .and_then(|v| v.checked_add((s[j] - b'0') as i64));
                     j += 1;
                 }
                 let v = v.and_then(|v| i32::try_from(v).ok()).unwrap_or(-1);
-                out.push(Token { t: Tok::Num(v), start: i as u32, end: j as u32 });
+                out.push(Token {
+                    t: Tok::Num(v),
+                    start: i as u32,
+                    end: j as u32,
+                });
                 i = j;
             }
             SYM | DASH => {
-                out.push(Token { t: Tok::Sym(b), start: i as u32, end: (i + 1) as u32 });
+                out.push(Token {
+                    t: Tok::Sym(b),
+                    start: i as u32,
+                    end: (i + 1) as u32,
+                });
                 i += 1;
             }
             LT => {
                 let mut j = i + 1;
-                while j < n && j - i <= 16 && (s[j].is_ascii_alphabetic() || s[j] == b'/' || s[j] == b'_') {
+                while j < n
+                    && j - i <= 16
+                    && (s[j].is_ascii_alphabetic() || s[j] == b'/' || s[j] == b'_')
+                {
                     j += 1;
                 }
                 if j < n && s[j] == b'>' && j > i + 1 {
-                    out.push(Token { t: Tok::Tag, start: (i + 1) as u32, end: j as u32 });
+                    out.push(Token {
+                        t: Tok::Tag,
+                        start: (i + 1) as u32,
+                        end: j as u32,
+                    });
                     i = j + 1;
                 } else {
-                    out.push(Token { t: Tok::Sym(b), start: i as u32, end: (i + 1) as u32 });
+                    out.push(Token {
+                        t: Tok::Sym(b),
+                        start: i as u32,
+                        end: (i + 1) as u32,
+                    });
                     i += 1;
                 }
             }
@@ -153,13 +174,14 @@ fn tokenize(text: &str, start: usize, end: usize, out: &mut Vec<Token>) -> Stop 
                 let mut j = i + 1;
                 while j < n {
                     let c = CLASS[s[j] as usize];
-                    if c == ALPHA {
-                        j += 1;
-                    } else if c == DASH && j + 1 < n && is_alpha_like(s[j + 1]) && is_alpha_like(s[j - 1]) {
-                        j += 1;
-                    } else {
+                    let inner_dash = c == DASH
+                        && j + 1 < n
+                        && is_alpha_like(s[j + 1])
+                        && is_alpha_like(s[j - 1]);
+                    if c != ALPHA && !inner_dash {
                         break;
                     }
+                    j += 1;
                 }
                 let w = &s[i..j];
                 if w.len() == 6 && w == b"Define" && j < n && s[j].is_ascii_whitespace() {
@@ -171,11 +193,17 @@ fn tokenize(text: &str, start: usize, end: usize, out: &mut Vec<Token>) -> Stop 
                         k += 1;
                     }
                     let rest = &s[k..n];
-                    if (w == b"We" && rest.starts_with(b"know")) || (w == b"Answer" && rest.starts_with(b":")) {
+                    if (w == b"We" && rest.starts_with(b"know"))
+                        || (w == b"Answer" && rest.starts_with(b":"))
+                    {
                         return Stop::Tail(i);
                     }
                 }
-                out.push(Token { t: Tok::Word, start: i as u32, end: j as u32 });
+                out.push(Token {
+                    t: Tok::Word,
+                    start: i as u32,
+                    end: j as u32,
+                });
                 i = j;
             }
         }
@@ -240,7 +268,10 @@ pub struct VerifyOptions {
 
 impl Default for VerifyOptions {
     fn default() -> Self {
-        VerifyOptions { check_arithmetic: true, modulus: None }
+        VerifyOptions {
+            check_arithmetic: true,
+            modulus: None,
+        }
     }
 }
 
@@ -306,7 +337,11 @@ fn name_eq(gold: &[u8], raw: &[u8]) -> bool {
         return true;
     }
     let mut g = gold.iter().copied().peekable();
-    let mut r = raw.iter().copied().skip_while(|b| b.is_ascii_whitespace()).peekable();
+    let mut r = raw
+        .iter()
+        .copied()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .peekable();
     loop {
         match (g.next(), r.next()) {
             (None, None) => return true,
@@ -334,17 +369,27 @@ impl GoldGraph {
     /// Parses a gold solution (forward or reverse). Fails when it has no step, no answer, or a step reads a
     /// letter nothing defined.
     pub fn from_solution(solution: &str) -> anyhow::Result<GoldGraph> {
-        let mut v = Verifier::new(VerifyOptions { check_arithmetic: false, modulus: None });
+        let mut v = Verifier::new(VerifyOptions {
+            check_arithmetic: false,
+            modulus: None,
+        });
         v.parse(solution, region_end(solution));
         if v.steps.is_empty() {
-            bail!("gold solution has no `Define <name> as <L>;` step: {:?}", truncate(solution));
+            bail!(
+                "gold solution has no `Define <name> as <L>;` step: {:?}",
+                truncate(solution)
+            );
         }
-        let answer = extract_answer(solution).with_context(|| format!("gold solution has no answer: {:?}", truncate(solution)))?;
+        let answer = extract_answer(solution)
+            .with_context(|| format!("gold solution has no answer: {:?}", truncate(solution)))?;
         let mut names: Vec<String> = Vec::new();
         let mut last: Vec<u32> = Vec::new(); // step index -> gold index
         for st in &v.steps {
             let raw = &solution.as_bytes()[st.name.0 as usize..st.name.1 as usize];
-            let name = String::from_utf8_lossy(raw).split_whitespace().collect::<Vec<_>>().join(" ");
+            let name = String::from_utf8_lossy(raw)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             match names.iter().position(|n| *n == name) {
                 Some(i) => last.push(i as u32),
                 None => {
@@ -357,7 +402,10 @@ impl GoldGraph {
         let mut values = vec![None; names.len()];
         for (si, st) in v.steps.iter().enumerate() {
             if st.bad_ref {
-                bail!("gold solution reads an undefined letter in the step for `{}`", names[last[si] as usize]);
+                bail!(
+                    "gold solution reads an undefined letter in the step for `{}`",
+                    names[last[si] as usize]
+                );
             }
             let gi = last[si] as usize;
             let mut ps: Vec<u32> = v.parents_of(st).iter().map(|&j| last[j as usize]).collect();
@@ -366,9 +414,19 @@ impl GoldGraph {
             parents[gi] = ps;
             values[gi] = st.value;
         }
-        let mut index: Vec<(u64, u32)> = names.iter().enumerate().map(|(i, n)| (name_hash(n.as_bytes()), i as u32)).collect();
+        let mut index: Vec<(u64, u32)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (name_hash(n.as_bytes()), i as u32))
+            .collect();
         index.sort_unstable();
-        Ok(GoldGraph { names, parents, values, answer: answer.to_string(), index })
+        Ok(GoldGraph {
+            names,
+            parents,
+            values,
+            answer: answer.to_string(),
+            index,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -382,7 +440,11 @@ impl GoldGraph {
     fn find(&self, raw: &[u8]) -> Option<u32> {
         let h = name_hash(raw);
         let lo = self.index.partition_point(|e| e.0 < h);
-        self.index[lo..].iter().take_while(|e| e.0 == h).map(|e| e.1).find(|&i| name_eq(self.names[i as usize].as_bytes(), raw))
+        self.index[lo..]
+            .iter()
+            .take_while(|e| e.0 == h)
+            .map(|e| e.1)
+            .find(|&i| name_eq(self.names[i as usize].as_bytes(), raw))
     }
 }
 
@@ -401,7 +463,8 @@ fn region_end(text: &str) -> usize {
         .map(|(i, _)| i)
         .find(|&i| {
             let r = &b[i..];
-            (r.len() >= 11 && r[..11].eq_ignore_ascii_case(b"</solution>")) || (r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"<answer>"))
+            (r.len() >= 11 && r[..11].eq_ignore_ascii_case(b"</solution>"))
+                || (r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"<answer>"))
         })
         .unwrap_or(text.len())
 }
@@ -432,7 +495,11 @@ fn find_define(text: &str, from: usize, end: usize) -> Option<usize> {
 fn find_as_letter(b: &[u8], from: usize, end: usize) -> Option<(usize, u8, usize)> {
     let mut i = from + 1;
     while i + 2 < end {
-        if b[i] == b'a' && b[i + 1] == b's' && b[i - 1].is_ascii_whitespace() && b[i + 2].is_ascii_whitespace() {
+        if b[i] == b'a'
+            && b[i + 1] == b's'
+            && b[i - 1].is_ascii_whitespace()
+            && b[i + 2].is_ascii_whitespace()
+        {
             let mut j = i + 2;
             while j < end && b[j].is_ascii_whitespace() {
                 j += 1;
@@ -461,17 +528,28 @@ fn extract_answer_from(text: &str, from: usize) -> Option<&str> {
         s.strip_suffix('.').unwrap_or(s).trim()
     }
     let b = text.as_bytes();
-    if let Some(i) = text[from..].match_indices('<').map(|(i, _)| from + i).find(|i| tag_at(b, *i, b"<answer>")) {
+    if let Some(i) = text[from..]
+        .match_indices('<')
+        .map(|(i, _)| from + i)
+        .find(|i| tag_at(b, *i, b"<answer>"))
+    {
         let start = i + "<answer>".len();
-        let end = match text[start..].match_indices('<').find(|(j, _)| tag_at(b, start + j, b"</answer>")) {
+        let end = match text[start..]
+            .match_indices('<')
+            .find(|(j, _)| tag_at(b, start + j, b"</answer>"))
+        {
             Some((j, _)) => start + j,
-            None => text[start..].find(['<', '\n']).map_or(text.len(), |j| start + j),
+            None => text[start..]
+                .find(['<', '\n'])
+                .map_or(text.len(), |j| start + j),
         };
         return Some(clean(&text[start..end]));
     }
     let i = text.rfind("Answer:")?;
     let start = i + "Answer:".len();
-    let end = text[start..].find(['<', '\n']).map_or(text.len(), |j| start + j);
+    let end = text[start..]
+        .find(['<', '\n'])
+        .map_or(text.len(), |j| start + j);
     Some(clean(&text[start..end]))
 }
 
@@ -485,7 +563,10 @@ pub fn answers_equal(a: &str, b: &str) -> bool {
 
 impl Verifier {
     pub fn new(opts: VerifyOptions) -> Verifier {
-        Verifier { opts, ..Default::default() }
+        Verifier {
+            opts,
+            ..Default::default()
+        }
     }
 
     /// The step indices a parsed step reads.
@@ -524,7 +605,10 @@ impl Verifier {
         while let Some(d) = next_def {
             let name_start = d + "Define".len();
             // Fast path: the name ends at the step's `;`, which must read ` as L;`, with no `Define` before it.
-            let semi = text[name_start..region].find(';').map(|k| name_start + k).filter(|&semi| !text[name_start..semi].contains("Define"));
+            let semi = text[name_start..region]
+                .find(';')
+                .map(|k| name_start + k)
+                .filter(|&semi| !text[name_start..semi].contains("Define"));
             let quick = semi.and_then(|semi| {
                 let ok = semi >= name_start + 6
                     && b[semi - 1].is_ascii_alphabetic()
@@ -565,7 +649,14 @@ impl Verifier {
             }
             let si = self.steps.len() as u32;
             let pstart = self.parent_arena.len() as u32;
-            self.steps.push(Step { name: (ns as u32, ne as u32), letter, parents: (pstart, 0), value: None, arith_ok: true, bad_ref: false });
+            self.steps.push(Step {
+                name: (ns as u32, ne as u32),
+                letter,
+                parents: (pstart, 0),
+                value: None,
+                arith_ok: true,
+                bad_ref: false,
+            });
             bind[letter as usize] = Binding::Node(si);
             self.parse_body(text, &toks, si, &mut bind);
             {
@@ -613,7 +704,9 @@ impl Verifier {
             if clause.len() < 3 || clause[1].t != Tok::Sym(b'=') {
                 continue;
             }
-            let Some(lhs) = self.letter_of(text, &clause[0]) else { continue };
+            let Some(lhs) = self.letter_of(text, &clause[0]) else {
+                continue;
+            };
             // Parts e1 .. ek.
             let rhs = &clause[2..];
             let mut parts: [(usize, usize); 8] = [(0, 0); 8];
@@ -648,7 +741,10 @@ impl Verifier {
                         }
                         Binding::Helper(h) => {
                             let hh = self.helpers[h as usize];
-                            let (a, b) = (hh.deps_start as usize, (hh.deps_start + hh.deps_len) as usize);
+                            let (a, b) = (
+                                hh.deps_start as usize,
+                                (hh.deps_start + hh.deps_len) as usize,
+                            );
                             for z in a..b {
                                 let d = self.arena[z];
                                 self.scratch.push(d);
@@ -670,7 +766,8 @@ impl Verifier {
             }
             let value = vals[np - 1];
             if self.opts.check_arithmetic {
-                let mut ok = arith_ok_limit && !bad && vals[..np].iter().all(|v| v.is_some() && *v == value);
+                let mut ok =
+                    arith_ok_limit && !bad && vals[..np].iter().all(|v| v.is_some() && *v == value);
                 if ok && np >= 3 {
                     let e2 = &rhs[parts[1].0..parts[1].1];
                     ok = self.substituted(text, e1, e2, bind);
@@ -690,18 +787,30 @@ impl Verifier {
                 self.steps[si as usize].value = value;
             } else {
                 let h = self.helpers.len() as u32;
-                self.helpers.push(Helper { deps_start, deps_len, val: value });
+                self.helpers.push(Helper {
+                    deps_start,
+                    deps_len,
+                    val: value,
+                });
                 bind[lhs as usize] = Binding::Helper(h);
             }
         }
     }
 
     /// `e2` is `e1` with every letter replaced by its value written as an operand.
-    fn substituted(&mut self, text: &str, e1: &[Token], e2: &[Token], bind: &[Binding; 128]) -> bool {
+    fn substituted(
+        &mut self,
+        text: &str,
+        e1: &[Token],
+        e2: &[Token],
+        bind: &[Binding; 128],
+    ) -> bool {
         let mut j = 0usize;
         for t in e1 {
             if let Some(l) = self.letter_of(text, t) {
-                let Some(v) = self.lookup(bind, l) else { return false };
+                let Some(v) = self.lookup(bind, l) else {
+                    return false;
+                };
                 self.pkinds.clear();
                 operand_kinds(v, &mut self.pkinds);
                 for k in 0..self.pkinds.len() {
@@ -744,11 +853,20 @@ impl Verifier {
         // Fast paths for the two shapes that make up nearly every solution: `v` and `a op b`.
         match toks {
             [t] => return self.atom(text, t, bind),
-            [l, op, r] if matches!(l.t, Tok::Num(_) | Tok::Word) && matches!(r.t, Tok::Num(_) | Tok::Word) => {
+            [l, op, r]
+                if matches!(l.t, Tok::Num(_) | Tok::Word)
+                    && matches!(r.t, Tok::Num(_) | Tok::Word) =>
+            {
                 let (a, c) = (self.atom(text, l, bind)?, self.atom(text, r, bind)?);
                 let v = match op.t {
-                    Tok::Sym(b'+') => Val { a: a.a.checked_add(c.a)?, b: a.b.checked_add(c.b)? },
-                    Tok::Sym(b'-') => Val { a: a.a.checked_sub(c.a)?, b: a.b.checked_sub(c.b)? },
+                    Tok::Sym(b'+') => Val {
+                        a: a.a.checked_add(c.a)?,
+                        b: a.b.checked_add(c.b)?,
+                    },
+                    Tok::Sym(b'-') => Val {
+                        a: a.a.checked_sub(c.a)?,
+                        b: a.b.checked_sub(c.b)?,
+                    },
                     Tok::Sym(b'*') if a.a == 0 || c.a == 0 => Val {
                         a: a.a.checked_mul(c.b)?.checked_add(c.a.checked_mul(a.b)?)?,
                         b: a.b.checked_mul(c.b)?,
@@ -770,12 +888,22 @@ impl Verifier {
 
     fn red(&self, v: Val) -> Val {
         match self.opts.modulus {
-            Some(m) if v.a == 0 && m > 0 => Val { a: 0, b: v.b.rem_euclid(m) },
+            Some(m) if v.a == 0 && m > 0 => Val {
+                a: 0,
+                b: v.b.rem_euclid(m),
+            },
             _ => v,
         }
     }
 
-    fn expr(&self, text: &str, t: &[Token], pos: &mut usize, bind: &[Binding; 128], depth: u32) -> Option<Val> {
+    fn expr(
+        &self,
+        text: &str,
+        t: &[Token],
+        pos: &mut usize,
+        bind: &[Binding; 128],
+        depth: u32,
+    ) -> Option<Val> {
         if depth > 32 {
             return None;
         }
@@ -788,12 +916,22 @@ impl Verifier {
             };
             *pos += 1;
             let r = self.term(text, t, pos, bind, depth)?;
-            acc = self.red(Val { a: acc.a.checked_add(op.checked_mul(r.a)?)?, b: acc.b.checked_add(op.checked_mul(r.b)?)? });
+            acc = self.red(Val {
+                a: acc.a.checked_add(op.checked_mul(r.a)?)?,
+                b: acc.b.checked_add(op.checked_mul(r.b)?)?,
+            });
         }
         Some(acc)
     }
 
-    fn term(&self, text: &str, t: &[Token], pos: &mut usize, bind: &[Binding; 128], depth: u32) -> Option<Val> {
+    fn term(
+        &self,
+        text: &str,
+        t: &[Token],
+        pos: &mut usize,
+        bind: &[Binding; 128],
+        depth: u32,
+    ) -> Option<Val> {
         let mut acc = self.factor(text, t, pos, bind, depth)?;
         while let Some(tok) = t.get(*pos) {
             let div = match tok.t {
@@ -807,13 +945,19 @@ impl Verifier {
                 if acc.a != 0 || r.a != 0 || r.b == 0 || acc.b % r.b != 0 {
                     return None;
                 }
-                Val { a: 0, b: acc.b / r.b }
+                Val {
+                    a: 0,
+                    b: acc.b / r.b,
+                }
             } else {
                 if acc.a != 0 && r.a != 0 {
                     return None;
                 }
                 Val {
-                    a: acc.a.checked_mul(r.b)?.checked_add(r.a.checked_mul(acc.b)?)?,
+                    a: acc
+                        .a
+                        .checked_mul(r.b)?
+                        .checked_add(r.a.checked_mul(acc.b)?)?,
                     b: acc.b.checked_mul(r.b)?,
                 }
             };
@@ -822,14 +966,24 @@ impl Verifier {
         Some(acc)
     }
 
-    fn factor(&self, text: &str, t: &[Token], pos: &mut usize, bind: &[Binding; 128], depth: u32) -> Option<Val> {
+    fn factor(
+        &self,
+        text: &str,
+        t: &[Token],
+        pos: &mut usize,
+        bind: &[Binding; 128],
+        depth: u32,
+    ) -> Option<Val> {
         let tok = t.get(*pos)?;
         *pos += 1;
         match tok.t {
             Tok::Num(v) => (v >= 0).then_some(Val::num(v as i64)),
             Tok::Sym(b'-') => {
                 let v = self.factor(text, t, pos, bind, depth + 1)?;
-                Some(self.red(Val { a: v.a.checked_neg()?, b: v.b.checked_neg()? }))
+                Some(self.red(Val {
+                    a: v.a.checked_neg()?,
+                    b: v.b.checked_neg()?,
+                }))
             }
             Tok::Sym(b'(') => {
                 let v = self.expr(text, t, pos, bind, depth + 1)?;
@@ -880,7 +1034,9 @@ impl Verifier {
             let st = &self.steps[p as usize];
             self.scratch.clear();
             let mut unknown_parent = false;
-            for &j in &self.parent_arena[st.parents.0 as usize..(st.parents.0 + st.parents.1) as usize] {
+            for &j in
+                &self.parent_arena[st.parents.0 as usize..(st.parents.0 + st.parents.1) as usize]
+            {
                 let gj = self.gidx[j as usize];
                 if gj == u32::MAX {
                     unknown_parent = true;
@@ -992,13 +1148,29 @@ impl Default for RewardConfig {
 
 impl RewardConfig {
     /// R_out only.
-    pub const OUTCOME: RewardConfig = RewardConfig { answer_weight: 1.0, step_weight: 0.0, strict: false };
+    pub const OUTCOME: RewardConfig = RewardConfig {
+        answer_weight: 1.0,
+        step_weight: 0.0,
+        strict: false,
+    };
     /// 0.2 R_out + 0.8 R_pv (with the code's "wrong answer -> 0").
-    pub const PROCESS: RewardConfig = RewardConfig { answer_weight: 0.2, step_weight: 0.8, strict: false };
+    pub const PROCESS: RewardConfig = RewardConfig {
+        answer_weight: 0.2,
+        step_weight: 0.8,
+        strict: false,
+    };
     /// 0.5 R_out + 0.5 R_pv.
-    pub const PROCESS_HALF: RewardConfig = RewardConfig { answer_weight: 0.5, step_weight: 0.5, strict: false };
+    pub const PROCESS_HALF: RewardConfig = RewardConfig {
+        answer_weight: 0.5,
+        step_weight: 0.5,
+        strict: false,
+    };
     /// R_out if R_pv = 1 (no penalty), else 0.
-    pub const STRICT: RewardConfig = RewardConfig { answer_weight: 1.0, step_weight: 0.0, strict: true };
+    pub const STRICT: RewardConfig = RewardConfig {
+        answer_weight: 1.0,
+        step_weight: 0.0,
+        strict: true,
+    };
 
     /// R = R_out * (a' + (1 - a') * R_pv) with a' = a / (a + s); strict zeroes any penalised process.
     pub fn reward(&self, s: &Score) -> f64 {
@@ -1018,7 +1190,9 @@ impl RewardConfig {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
-            self.answer_weight >= 0.0 && self.step_weight >= 0.0 && self.answer_weight + self.step_weight > 0.0,
+            self.answer_weight >= 0.0
+                && self.step_weight >= 0.0
+                && self.answer_weight + self.step_weight > 0.0,
             "reward config: `answer_weight` and `step_weight` must be >= 0 and not both 0 (got {} and {})",
             self.answer_weight,
             self.step_weight

@@ -1,11 +1,18 @@
 //! Datasets: same seed and config => identical bytes with 1 thread and with 2; no eval problem in a training set;
 //! stats add up; the paper-format reader round-trips.
 
-use task::dataset::{Budget, CorpusSpec, EvalSpec, Exclusion, build_corpus, build_eval_set, read_paper_jsonl, stats_of, write_jsonl};
+use task::dataset::{
+    Budget, CorpusSpec, EvalSpec, Exclusion, build_corpus, build_eval_set, read_paper_jsonl,
+    stats_of, write_jsonl,
+};
 use task::{Context, Mode, TaskConfig};
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
 }
 
 fn jsonl_bytes(records: &[task::dataset::Record]) -> Vec<u8> {
@@ -18,7 +25,14 @@ fn jsonl_bytes(records: &[task::dataset::Record]) -> Vec<u8> {
 }
 
 fn eval_spec() -> EvalSpec {
-    EvalSpec { name: "eval".into(), seed: 5, ops: vec![2, 3, 4], contexts: vec![Context::Zoo, Context::Teacher], modes: Mode::ALL.to_vec(), per_cell: 4 }
+    EvalSpec {
+        name: "eval".into(),
+        seed: 5,
+        ops: vec![2, 3, 4],
+        contexts: vec![Context::Zoo, Context::Teacher],
+        modes: Mode::ALL.to_vec(),
+        per_cell: 4,
+    }
 }
 
 #[test]
@@ -35,15 +49,39 @@ fn identical_bytes_with_one_and_two_threads() {
     let e1 = in_pool(1, || build_eval_set(&cfg, &eval_spec()).unwrap());
     let e2 = in_pool(2, || build_eval_set(&cfg, &eval_spec()).unwrap());
     assert_eq!(jsonl_bytes(&e1.records), jsonl_bytes(&e2.records));
-    let other = build_corpus(&cfg, &CorpusSpec { seed: 8, ..spec.clone() }, &ex).unwrap();
-    assert_ne!(jsonl_bytes(&one.records), jsonl_bytes(&other.records), "the seed matters");
+    let other = build_corpus(
+        &cfg,
+        &CorpusSpec {
+            seed: 8,
+            ..spec.clone()
+        },
+        &ex,
+    )
+    .unwrap();
+    assert_ne!(
+        jsonl_bytes(&one.records),
+        jsonl_bytes(&other.records),
+        "the seed matters"
+    );
 }
 
 #[test]
 fn eval_problems_never_in_training() {
     // op 2 has few distinct problems, so a small training set collides with the eval set and must drop them.
-    let cfg = TaskConfig { max_width: 2, max_distractors: Some(0), ..TaskConfig::cpu() };
-    let eval = build_eval_set(&cfg, &EvalSpec { ops: vec![2], per_cell: 40, ..eval_spec() }).unwrap();
+    let cfg = TaskConfig {
+        max_width: 2,
+        max_distractors: Some(0),
+        ..TaskConfig::cpu()
+    };
+    let eval = build_eval_set(
+        &cfg,
+        &EvalSpec {
+            ops: vec![2],
+            per_cell: 40,
+            ..eval_spec()
+        },
+    )
+    .unwrap();
     let mut ex = Exclusion::new();
     ex.add(&eval);
     let spec = CorpusSpec {
@@ -61,7 +99,10 @@ fn eval_problems_never_in_training() {
         assert!(!ex.contains(r.text_hash()));
     }
     let mut seen = std::collections::HashSet::new();
-    assert!(train.records.iter().all(|r| seen.insert(r.text_hash())), "no duplicates inside a set");
+    assert!(
+        train.records.iter().all(|r| seen.insert(r.text_hash())),
+        "no duplicates inside a set"
+    );
 }
 
 #[test]
@@ -78,30 +119,72 @@ fn stats_and_budgets() {
     assert_eq!(s.per_mode.values().sum::<u64>(), s.records);
     assert!(s.per_op.keys().all(|op| (2..=14).contains(op)));
     let high: u64 = s.per_op.range(11..).map(|(_, n)| n).sum();
-    assert!(high as f64 > 0.6 * s.records as f64, "80% of mid-training is op 11-14: {:?}", s.per_op);
-    assert!(s.length.min <= s.length.p50 && s.length.p50 <= s.length.p90 && s.length.p90 <= s.length.max);
-    assert_eq!(ds.records.iter().map(|r| r.id).collect::<Vec<_>>(), (0..ds.records.len() as u64).collect::<Vec<_>>());
+    assert!(
+        high as f64 > 0.6 * s.records as f64,
+        "80% of mid-training is op 11-14: {:?}",
+        s.per_op
+    );
+    assert!(
+        s.length.min <= s.length.p50
+            && s.length.p50 <= s.length.p90
+            && s.length.p90 <= s.length.max
+    );
+    assert_eq!(
+        ds.records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        (0..ds.records.len() as u64).collect::<Vec<_>>()
+    );
 
     let eval = build_eval_set(&cfg, &eval_spec()).unwrap();
     assert_eq!(eval.records.len(), 3 * 2 * 2 * 4);
     assert!(eval.stats.per_op.values().all(|n| *n == 16));
 
-    let bad = CorpusSpec { ops: [(25, 1.0)].into(), ..spec.clone() };
-    let err = build_corpus(&cfg, &bad, &Exclusion::new()).unwrap_err().to_string();
+    let bad = CorpusSpec {
+        ops: [(25, 1.0)].into(),
+        ..spec.clone()
+    };
+    let err = build_corpus(&cfg, &bad, &Exclusion::new())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("op 25"), "{err}");
 }
 
 #[test]
 fn paper_jsonl_reader_round_trip() {
     let cfg = TaskConfig::paper();
-    let ds = build_eval_set(&cfg, &EvalSpec { per_cell: 2, ..eval_spec() }).unwrap();
+    let ds = build_eval_set(
+        &cfg,
+        &EvalSpec {
+            per_cell: 2,
+            ..eval_spec()
+        },
+    )
+    .unwrap();
     let dir = std::env::temp_dir().join(format!("task-test-{}", std::process::id()));
     let path = ds.write(&dir, "eval").unwrap();
     assert!(dir.join("eval.stats.json").exists());
     let back = read_paper_jsonl(&path).unwrap();
     assert_eq!(back.len(), ds.records.len());
     for (a, b) in back.iter().zip(&ds.records) {
-        assert_eq!((&a.problem, &a.question, &a.solution, a.op, a.template, a.mode, a.d), (&b.problem, &b.question, &b.solution, b.op, b.template, b.mode, b.d));
+        assert_eq!(
+            (
+                &a.problem,
+                &a.question,
+                &a.solution,
+                a.op,
+                a.template,
+                a.mode,
+                a.d
+            ),
+            (
+                &b.problem,
+                &b.question,
+                &b.solution,
+                b.op,
+                b.template,
+                b.mode,
+                b.d
+            )
+        );
     }
     assert_eq!(stats_of("eval", &back, 0, 0).per_op, ds.stats.per_op);
     // Paper files carry only the paper's fields; `length` may be a string there.
@@ -110,10 +193,16 @@ fn paper_jsonl_reader_round_trip() {
         "op": 2, "id": 4, "template": "teachers_in_school", "mode": "normalforward", "length": "zero_context", "d": 2});
     std::fs::write(&paper, format!("{line}\n")).unwrap();
     let recs = read_paper_jsonl(&paper).unwrap();
-    assert_eq!((recs[0].template, recs[0].mode, recs[0].id), (Context::Teacher, Mode::Forward, 4));
+    assert_eq!(
+        (recs[0].template, recs[0].mode, recs[0].id),
+        (Context::Teacher, Mode::Forward, 4)
+    );
     std::fs::write(&paper, "{\"problem\": \"P\"}\n").unwrap();
     let err = format!("{:#}", read_paper_jsonl(&paper).unwrap_err());
-    assert!(err.contains("paper.jsonl line 1") && err.contains("solution"), "{err}");
+    assert!(
+        err.contains("paper.jsonl line 1") && err.contains("solution"),
+        "{err}"
+    );
     write_jsonl(&paper, &[serde_json::json!({"problem": "P", "question": "Q", "solution": "S", "template": "zoo2"})]).unwrap();
     let err = format!("{:#}", read_paper_jsonl(&paper).unwrap_err());
     assert!(err.contains("template"), "{err}");

@@ -5,8 +5,14 @@ use task::verify::{GoldGraph, VerifyOptions, score};
 use task::{Context, Letters, Mode, ProblemSpec, TaskConfig, generate, text};
 
 fn check(cfg: &TaskConfig, spec: ProblemSpec, seed: u64, index: u64) {
-    let p = generate(cfg, &spec, seed, index).unwrap_or_else(|e| panic!("{spec:?} seed {seed} index {index}: {e:#}"));
-    let ctx = || format!("{spec:?} seed {seed} index {index}\n{}\n{}\n{}", p.problem, p.question, p.solution);
+    let p = generate(cfg, &spec, seed, index)
+        .unwrap_or_else(|e| panic!("{spec:?} seed {seed} index {index}: {e:#}"));
+    let ctx = || {
+        format!(
+            "{spec:?} seed {seed} index {index}\n{}\n{}\n{}",
+            p.problem, p.question, p.solution
+        )
+    };
     assert_eq!(p.op, spec.op, "{}", ctx());
     assert_eq!((p.context, p.mode, p.d), (spec.context, spec.mode, spec.d));
     // The op(G) recomputed from the gold graph: in-degree of every node, a constant counted as one edge.
@@ -17,23 +23,52 @@ fn check(cfg: &TaskConfig, spec: ProblemSpec, seed: u64, index: u64) {
         let mut want: Vec<&str> = node.parents.iter().map(String::as_str).collect();
         want.sort_unstable();
         want.dedup();
-        let mut got: Vec<&str> = gold.parents[i].iter().map(|&j| gold.names[j as usize].as_str()).collect();
+        let mut got: Vec<&str> = gold.parents[i]
+            .iter()
+            .map(|&j| gold.names[j as usize].as_str())
+            .collect();
         got.sort_unstable();
         assert_eq!(got, want, "parents of {}\n{}", node.name, ctx());
     }
     assert_eq!(gold.answer, p.answer.to_string());
-    assert_eq!(op_from_text(&p.solution, &gold), spec.op, "op recomputed from the text\n{}", ctx());
-    assert!(p.answer > 0 && p.answer <= cfg.max_value.max(cfg.modulus.unwrap_or(0)), "{}", ctx());
-    let opts = VerifyOptions { check_arithmetic: true, modulus: cfg.modulus };
+    assert_eq!(
+        op_from_text(&p.solution, &gold),
+        spec.op,
+        "op recomputed from the text\n{}",
+        ctx()
+    );
+    assert!(
+        p.answer > 0 && p.answer <= cfg.max_value.max(cfg.modulus.unwrap_or(0)),
+        "{}",
+        ctx()
+    );
+    let opts = VerifyOptions {
+        check_arithmetic: true,
+        modulus: cfg.modulus,
+    };
     for completion in [p.solution.clone(), text::target_completion(&p.solution)] {
         let s = score(&gold, &completion, &opts);
-        assert!(s.verified && s.strict && s.process == 1.0 && s.penalty == 0, "{s:?}\n{}", ctx());
+        assert!(
+            s.verified && s.strict && s.process == 1.0 && s.penalty == 0,
+            "{s:?}\n{}",
+            ctx()
+        );
     }
     // Every sentence ends with a period and the question names the answer's parameter.
-    assert!(p.problem.ends_with('.') && p.question.ends_with('?'), "{}", ctx());
+    assert!(
+        p.problem.ends_with('.') && p.question.ends_with('?'),
+        "{}",
+        ctx()
+    );
     if spec.mode == Mode::Reverse {
-        assert!(p.solution.starts_with("The question is difficult, so we use equations to solve it. Define "));
-        assert!(p.problem.contains("exists, and its number is greater than 0"));
+        assert!(
+            p.solution
+                .starts_with("The question is difficult, so we use equations to solve it. Define ")
+        );
+        assert!(
+            p.problem
+                .contains("exists, and its number is greater than 0")
+        );
     }
 }
 
@@ -62,7 +97,17 @@ fn every_op_mode_context_paper_preset() {
         for mode in Mode::ALL {
             for context in Context::ALL {
                 for index in 0..2 {
-                    check(&cfg, ProblemSpec { op, context, mode, d: 2 }, 11, index);
+                    check(
+                        &cfg,
+                        ProblemSpec {
+                            op,
+                            context,
+                            mode,
+                            d: 2,
+                        },
+                        11,
+                        index,
+                    );
                 }
             }
         }
@@ -75,12 +120,37 @@ fn depth_three() {
     for op in [2, 3, 5, 8, 12, 16, 20] {
         for mode in Mode::ALL {
             for context in Context::ALL {
-                check(&cfg, ProblemSpec { op, context, mode, d: 3 }, 5, op as u64);
+                check(
+                    &cfg,
+                    ProblemSpec {
+                        op,
+                        context,
+                        mode,
+                        d: 3,
+                    },
+                    5,
+                    op as u64,
+                );
             }
         }
     }
-    let p = generate(&cfg, &ProblemSpec { op: 12, context: Context::Zoo, mode: Mode::Forward, d: 3 }, 3, 0).unwrap();
-    assert!(p.problem.contains("average number of newborn children per"), "{}", p.problem);
+    let p = generate(
+        &cfg,
+        &ProblemSpec {
+            op: 12,
+            context: Context::Zoo,
+            mode: Mode::Forward,
+            d: 3,
+        },
+        3,
+        0,
+    )
+    .unwrap();
+    assert!(
+        p.problem.contains("average number of newborn children per"),
+        "{}",
+        p.problem
+    );
 }
 
 #[test]
@@ -89,7 +159,17 @@ fn many_seeds_low_and_high_ops() {
     for seed in 0..40u64 {
         let op = [2, 3, 4, 6, 9, 14, 19][(seed % 7) as usize];
         let mode = Mode::ALL[(seed % 2) as usize];
-        check(&cfg, ProblemSpec { op, context: Context::ALL[(seed % 3) as usize], mode, d: 2 }, 1000 + seed, seed);
+        check(
+            &cfg,
+            ProblemSpec {
+                op,
+                context: Context::ALL[(seed % 3) as usize],
+                mode,
+                d: 2,
+            },
+            1000 + seed,
+            seed,
+        );
     }
 }
 
@@ -98,11 +178,20 @@ fn cpu_preset_keeps_the_mechanics() {
     let cfg = TaskConfig::cpu();
     for op in 2..=20 {
         for mode in Mode::ALL {
-            let spec = ProblemSpec { op, context: Context::ALL[op as usize % 3], mode, d: 2 };
+            let spec = ProblemSpec {
+                op,
+                context: Context::ALL[op as usize % 3],
+                mode,
+                d: 2,
+            };
             check(&cfg, spec, 3, 0);
             let p = generate(&cfg, &spec, 3, 1).unwrap();
             // Sequential letters: the first Define uses A (x is reserved in reverse mode).
-            let first = if mode == Mode::Forward { " as A;" } else { " as x;" };
+            let first = if mode == Mode::Forward {
+                " as A;"
+            } else {
+                " as x;"
+            };
             assert!(p.solution.contains(first), "{}", p.solution);
         }
     }
@@ -110,35 +199,88 @@ fn cpu_preset_keeps_the_mechanics() {
 
 #[test]
 fn modulus_23() {
-    let cfg = TaskConfig { modulus: Some(23), ..TaskConfig::paper() };
+    let cfg = TaskConfig {
+        modulus: Some(23),
+        ..TaskConfig::paper()
+    };
     for op in [2, 5, 9, 15] {
         for seed in 0..3 {
-            check(&cfg, ProblemSpec { op, context: Context::Zoo, mode: Mode::Forward, d: 2 }, seed, 0);
+            check(
+                &cfg,
+                ProblemSpec {
+                    op,
+                    context: Context::Zoo,
+                    mode: Mode::Forward,
+                    d: 2,
+                },
+                seed,
+                0,
+            );
         }
     }
-    let spec = ProblemSpec { op: 3, context: Context::Zoo, mode: Mode::Reverse, d: 2 };
-    assert!(generate(&cfg, &spec, 0, 0).is_err(), "reverse mode with a modulus must be refused");
+    let spec = ProblemSpec {
+        op: 3,
+        context: Context::Zoo,
+        mode: Mode::Reverse,
+        d: 2,
+    };
+    assert!(
+        generate(&cfg, &spec, 0, 0).is_err(),
+        "reverse mode with a modulus must be refused"
+    );
 }
 
 #[test]
 fn letters_and_knobs() {
-    let cfg = TaskConfig { letters: Letters::Sequential, max_distractors: Some(0), max_width: 2, ..TaskConfig::paper() };
+    let cfg = TaskConfig {
+        letters: Letters::Sequential,
+        max_distractors: Some(0),
+        max_width: 2,
+        ..TaskConfig::paper()
+    };
     for op in [2, 4, 7] {
-        let spec = ProblemSpec { op, context: Context::Teacher, mode: Mode::Forward, d: 2 };
+        let spec = ProblemSpec {
+            op,
+            context: Context::Teacher,
+            mode: Mode::Forward,
+            d: 2,
+        };
         check(&cfg, spec, 9, 0);
         let p = generate(&cfg, &spec, 9, 0).unwrap();
         // No distractors: one sentence per instance parameter on the solution path.
-        let instance_steps = p.gold.nodes.iter().filter(|n| !n.name.starts_with("total")).count();
-        assert_eq!(p.problem.matches(". ").count() + 1, instance_steps, "{}", p.problem);
+        let instance_steps = p
+            .gold
+            .nodes
+            .iter()
+            .filter(|n| !n.name.starts_with("total"))
+            .count();
+        assert_eq!(
+            p.problem.matches(". ").count() + 1,
+            instance_steps,
+            "{}",
+            p.problem
+        );
     }
-    assert!(TaskConfig { max_width: 6, ..TaskConfig::paper() }.validate().is_err());
+    assert!(
+        TaskConfig {
+            max_width: 6,
+            ..TaskConfig::paper()
+        }
+        .validate()
+        .is_err()
+    );
     assert!(TaskConfig::preset("nope").is_err());
 }
 
 #[test]
 fn deterministic_and_seed_sensitive() {
     let cfg = TaskConfig::paper();
-    let spec = ProblemSpec { op: 9, context: Context::Movie, mode: Mode::Reverse, d: 2 };
+    let spec = ProblemSpec {
+        op: 9,
+        context: Context::Movie,
+        mode: Mode::Reverse,
+        d: 2,
+    };
     let a = generate(&cfg, &spec, 42, 3).unwrap();
     let b = generate(&cfg, &spec, 42, 3).unwrap();
     let c = generate(&cfg, &spec, 43, 3).unwrap();
@@ -152,7 +294,12 @@ fn paper_worked_example_shapes() {
     let cfg = TaskConfig::paper();
     let mut all = String::new();
     for i in 0..60 {
-        let spec = ProblemSpec { op: 2 + (i % 12) as u32, context: Context::ALL[(i % 3) as usize], mode: Mode::ALL[(i / 3 % 2) as usize], d: 2 };
+        let spec = ProblemSpec {
+            op: 2 + (i % 12) as u32,
+            context: Context::ALL[(i % 3) as usize],
+            mode: Mode::ALL[(i / 3 % 2) as usize],
+            d: 2,
+        };
         let p = generate(&cfg, &spec, 8, i).unwrap();
         all.push_str(&p.problem);
         all.push_str(&p.question);

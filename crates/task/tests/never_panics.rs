@@ -5,15 +5,36 @@ use task::verify::{GoldGraph, RewardConfig, VerifyOptions, score};
 use task::{Context, Mode, ProblemSpec, TaskConfig, generate};
 
 fn gold() -> (GoldGraph, String) {
-    let p = generate(&TaskConfig::paper(), &ProblemSpec { op: 8, context: Context::Zoo, mode: Mode::Reverse, d: 2 }, 1, 0).unwrap();
+    let p = generate(
+        &TaskConfig::paper(),
+        &ProblemSpec {
+            op: 8,
+            context: Context::Zoo,
+            mode: Mode::Reverse,
+            d: 2,
+        },
+        1,
+        0,
+    )
+    .unwrap();
     (GoldGraph::from_solution(&p.solution).unwrap(), p.solution)
 }
 
 fn check(g: &GoldGraph, text: &str) {
-    for opts in [VerifyOptions::default(), VerifyOptions { check_arithmetic: false, modulus: Some(23) }] {
+    for opts in [
+        VerifyOptions::default(),
+        VerifyOptions {
+            check_arithmetic: false,
+            modulus: Some(23),
+        },
+    ] {
         let s = score(g, text, &opts);
         assert!((0.0..=1.0).contains(&s.process));
-        for r in [RewardConfig::OUTCOME, RewardConfig::PROCESS, RewardConfig::STRICT] {
+        for r in [
+            RewardConfig::OUTCOME,
+            RewardConfig::PROCESS,
+            RewardConfig::STRICT,
+        ] {
             assert!((0.0..=1.0).contains(&r.reward(&s)));
         }
         assert!(!s.strict || s.verified);
