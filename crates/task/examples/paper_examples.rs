@@ -14,10 +14,24 @@ fn main() -> anyhow::Result<()> {
         (20, Context::Teacher, Mode::Forward),
     ];
     for (i, (op, context, mode)) in cases.into_iter().enumerate() {
-        let spec = ProblemSpec { op, context, mode, d: 2 };
+        let spec = ProblemSpec {
+            op,
+            context,
+            mode,
+            d: 2,
+        };
         let p = generate(&cfg, &spec, 7, i as u64)?;
-        println!("## op {} · {} · {} · d=2 (generator attempts: {})\n", p.op, context.id(), mode.id(), p.attempts);
-        println!("**problem:** {}\n\n**question:** {}\n\n**solution:** {}\n", p.problem, p.question, p.solution);
+        println!(
+            "## op {} · {} · {} · d=2 (generator attempts: {})\n",
+            p.op,
+            context.id(),
+            mode.id(),
+            p.attempts
+        );
+        println!(
+            "**problem:** {}\n\n**question:** {}\n\n**solution:** {}\n",
+            p.problem, p.question, p.solution
+        );
     }
     Ok(())
 }

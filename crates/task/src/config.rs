@@ -10,7 +10,19 @@ use anyhow::{bail, ensure};
 use serde::{Deserialize, Serialize};
 
 /// Forward solution (`normalforward`) or equation solution (`forwardreverse`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Mode {
     #[serde(rename = "normalforward")]
     Forward,
@@ -37,7 +49,7 @@ impl Mode {
 }
 
 /// How solution variables are named.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Letters {
     /// Drawn uniformly without replacement from A-Z, a-z (the paper).
@@ -47,7 +59,7 @@ pub enum Letters {
 }
 
 /// Every knob of the generator. All fields are plain data so a pipeline file can override any of them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TaskConfig {
     /// Constants: "plus c" and leaves use 1..=number_range-1, "times c" uses 2..=number_range-1 (paper: 5).
@@ -181,5 +193,35 @@ impl TaskConfig {
             );
         }
         Ok(())
+    }
+}
+
+impl TaskConfig {
+    /// A preset with some fields replaced: `overrides` is a JSON object of [`TaskConfig`] fields
+    /// (`{"max_width": 2, "letters": "sequential"}`). Unknown fields are errors naming the field.
+    pub fn preset_with(
+        preset: &str,
+        overrides: &serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<TaskConfig> {
+        let base = TaskConfig::preset(preset)?;
+        if overrides.is_empty() {
+            return Ok(base);
+        }
+        let mut v = serde_json::to_value(&base)?;
+        let obj = v
+            .as_object_mut()
+            .expect("TaskConfig serializes to an object");
+        for (k, val) in overrides {
+            anyhow::ensure!(
+                obj.contains_key(k),
+                "task config: unknown field `{k}` (known: {})",
+                obj.keys().cloned().collect::<Vec<_>>().join(", ")
+            );
+            obj.insert(k.clone(), val.clone());
+        }
+        let cfg: TaskConfig =
+            serde_json::from_value(v).map_err(|e| anyhow::anyhow!("task config overrides: {e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
     }
 }

@@ -3,7 +3,19 @@
 use serde::{Deserialize, Serialize};
 
 /// A surface context. Serialized with the paper's template ids.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Context {
     /// "zoo": locations and adult animals (the dominant context A of the paper).
     #[serde(rename = "crazy_zootopia")]

@@ -74,7 +74,7 @@ pub fn normalized_hash(problem: &str, question: &str) -> u64 {
 pub type Weights<K> = BTreeMap<K, f64>;
 
 /// How large a training set is.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Budget {
     /// This many records.
@@ -84,7 +84,7 @@ pub enum Budget {
 }
 
 /// A sampled training set: pre-training corpus, mid-training corpus or RL prompt set.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorpusSpec {
     pub name: String,
@@ -190,7 +190,7 @@ fn sample<K: Copy>(rng: &mut Rng, w: &Weights<K>) -> K {
 }
 
 /// An evaluation set: `per_cell` problems for every (op, context, mode).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSpec {
     pub name: String,
@@ -611,4 +611,137 @@ pub fn read_paper_jsonl(path: &Path) -> anyhow::Result<Vec<Record>> {
         });
     }
     Ok(out)
+}
+
+/// Everything the datagen stage builds: evaluation sets first (every training set excludes all of them), then
+/// training sets (pre-/mid-training corpora, RL prompt sets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatagenSpec {
+    /// Task preset: `paper` or `cpu`.
+    #[serde(default = "default_preset")]
+    pub preset: String,
+    /// Overrides of single task-config fields, e.g. `{ max_width = 2, letters = "sequential" }`.
+    #[serde(default)]
+    pub task: serde_json::Map<String, serde_json::Value>,
+    /// Evaluation sets (per op, context and mode).
+    #[serde(default)]
+    pub eval: Vec<EvalSpec>,
+    /// Training sets.
+    #[serde(default)]
+    pub train: Vec<CorpusSpec>,
+}
+
+fn default_preset() -> String {
+    "paper".into()
+}
+
+/// Builds every dataset of `spec` into `dir` (`<name>.jsonl`, `<name>.stats.json`, and `datasets.json` listing
+/// them). `progress(done, total)` is called after each dataset. Dataset names must be unique file stems.
+pub fn build_all(
+    spec: &DatagenSpec,
+    dir: &Path,
+    mut progress: impl FnMut(u64, u64),
+) -> anyhow::Result<Vec<Stats>> {
+    let cfg = TaskConfig::preset_with(&spec.preset, &spec.task)?;
+    let mut names = HashSet::new();
+    for n in spec
+        .eval
+        .iter()
+        .map(|e| &e.name)
+        .chain(spec.train.iter().map(|c| &c.name))
+    {
+        ensure!(
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "dataset name {n:?}: use letters, digits, `-` and `_` only (it becomes a file name)"
+        );
+        ensure!(names.insert(n.clone()), "dataset name `{n}` is used twice");
+    }
+    let total = (spec.eval.len() + spec.train.len()) as u64;
+    let mut done = 0;
+    let mut exclude = Exclusion::new();
+    let mut all = Vec::new();
+    for e in &spec.eval {
+        let ds = build_eval_set(&cfg, e)?;
+        exclude.add(&ds);
+        ds.write(dir, &e.name)?;
+        all.push(ds.stats);
+        done += 1;
+        progress(done, total);
+    }
+    for c in &spec.train {
+        let ds = build_corpus(&cfg, c, &exclude)?;
+        ds.write(dir, &c.name)?;
+        all.push(ds.stats);
+        done += 1;
+        progress(done, total);
+    }
+    let index = serde_json::json!({ "task_config": cfg, "datasets": all.iter().map(|s| serde_json::json!({
+        "name": s.name, "file": format!("{}.jsonl", s.name), "stats": format!("{}.stats.json", s.name), "records": s.records,
+    })).collect::<Vec<_>>() });
+    let ip = dir.join("datasets.json");
+    std::fs::write(&ip, serde_json::to_string_pretty(&index)? + "\n")
+        .with_context(|| format!("writing {}", ip.display()))?;
+    Ok(all)
+}
+
+/// `per_op` distinct problems for each op, spread evenly over `contexts` and `modes` (problem `j` of an op gets
+/// context `j % |contexts|` and mode `(j / |contexts|) % |modes|`), in op order. This is `interplay task gen`.
+pub fn generate_per_op(
+    cfg: &TaskConfig,
+    ops: &[u32],
+    per_op: u64,
+    contexts: &[Context],
+    modes: &[Mode],
+    seed: u64,
+) -> anyhow::Result<Dataset> {
+    cfg.validate()?;
+    ensure!(
+        !contexts.is_empty() && !modes.is_empty(),
+        "need at least one context and one mode"
+    );
+    let mut acc = Accumulator::new("problems");
+    let none = Exclusion::new();
+    for &op in ops {
+        ensure!(
+            cfg.supports_op(op),
+            "op {op} is outside the task config's op schedule"
+        );
+        if cfg.modulus.is_some() {
+            ensure!(
+                !modes.contains(&Mode::Reverse),
+                "reverse mode needs plain integers; the task config sets `modulus`"
+            );
+        }
+        let mut sm = seed ^ ((op as u64) << 40);
+        let op_seed = crate::rng::splitmix64(&mut sm);
+        let spec_of = |j: u64| ProblemSpec {
+            op,
+            context: contexts[(j % contexts.len() as u64) as usize],
+            mode: modes[((j / contexts.len() as u64) % modes.len() as u64) as usize],
+            d: 2,
+        };
+        // Slot j has a fixed spec; a duplicate is replaced by the slot's next candidate (index j + per_op * t).
+        let first: Vec<anyhow::Result<(Record, u32)>> = (0..per_op)
+            .into_par_iter()
+            .map(|j| make_record(cfg, &spec_of(j), op_seed, j))
+            .collect();
+        for (j, r) in first.into_iter().enumerate() {
+            let j = j as u64;
+            let (mut rec, mut attempts) = r.with_context(|| format!("op {op}"))?;
+            let mut t = 0u64;
+            while !acc.offer(rec, attempts, &none) {
+                t += 1;
+                ensure!(
+                    t < 1000,
+                    "cannot find {per_op} distinct problems for op {op}"
+                );
+                (rec, attempts) = make_record(cfg, &spec_of(j), op_seed, j + per_op * t)
+                    .with_context(|| format!("op {op}"))?;
+            }
+        }
+    }
+    Ok(acc.finish())
 }

@@ -257,7 +257,7 @@ pub struct Verifier {
 }
 
 /// Verifier switches.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct VerifyOptions {
     /// Check the displayed arithmetic of every step (off = the paper's parser, which only reads final values).
@@ -1129,7 +1129,7 @@ pub fn score(gold: &GoldGraph, completion: &str, opts: &VerifyOptions) -> Score 
 }
 
 /// How a score becomes a scalar reward (paper spec §6.2; `verl/reward_fn.py` semantics).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardConfig {
     /// a: weight of R_out.

@@ -208,3 +208,72 @@ fn paper_jsonl_reader_round_trip() {
     assert!(err.contains("template"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn generate_per_op_spreads_evenly() {
+    let cfg = TaskConfig::paper();
+    let ds =
+        task::dataset::generate_per_op(&cfg, &[2, 3, 7], 12, &Context::ALL, &Mode::ALL, 7).unwrap();
+    assert_eq!(ds.records.len(), 36);
+    for op in [2, 3, 7] {
+        let of_op: Vec<_> = ds.records.iter().filter(|r| r.op == op).collect();
+        assert_eq!(of_op.len(), 12);
+        for c in Context::ALL {
+            for m in Mode::ALL {
+                assert_eq!(
+                    of_op
+                        .iter()
+                        .filter(|r| r.template == c && r.mode == m)
+                        .count(),
+                    2,
+                    "op {op} {c:?} {m:?}"
+                );
+            }
+        }
+    }
+    let again = in_pool(1, || {
+        task::dataset::generate_per_op(&cfg, &[2, 3, 7], 12, &Context::ALL, &Mode::ALL, 7).unwrap()
+    });
+    assert_eq!(jsonl_bytes(&ds.records), jsonl_bytes(&again.records));
+}
+
+#[test]
+fn build_all_from_a_spec() {
+    let spec: task::dataset::DatagenSpec = serde_json::from_value(serde_json::json!({
+        "preset": "cpu",
+        "task": { "max_width": 2 },
+        "eval": [ { "name": "eval-op2-4", "seed": 1, "ops": [2, 3, 4], "contexts": ["crazy_zootopia"], "modes": ["normalforward"], "per_cell": 5 } ],
+        "train": [ { "name": "pretrain", "seed": 2, "ops": { "2": 1.0, "3": 1.0, "4": 1.0 },
+                     "contexts": { "crazy_zootopia": 0.99, "teachers_in_school": 0.01 },
+                     "modes": { "normalforward": 1.0 }, "budget": { "records": 50 } } ]
+    }))
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("task-build-all-{}", std::process::id()));
+    let mut calls = 0;
+    let stats = task::dataset::build_all(&spec, &dir, |_, _| calls += 1).unwrap();
+    assert_eq!((stats.len(), calls), (2, 2));
+    assert_eq!(stats[0].records, 15);
+    assert_eq!(stats[1].records, 50);
+    for f in [
+        "eval-op2-4.jsonl",
+        "eval-op2-4.stats.json",
+        "pretrain.jsonl",
+        "pretrain.stats.json",
+        "datasets.json",
+    ] {
+        assert!(dir.join(f).exists(), "{f}");
+    }
+    let bad = task::dataset::DatagenSpec {
+        task: serde_json::json!({"max_widht": 2})
+            .as_object()
+            .unwrap()
+            .clone(),
+        ..spec.clone()
+    };
+    let err = format!(
+        "{:#}",
+        task::dataset::build_all(&bad, &dir, |_, _| ()).unwrap_err()
+    );
+    assert!(err.contains("max_widht"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
