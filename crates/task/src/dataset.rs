@@ -552,9 +552,9 @@ struct PaperRecord {
 }
 
 /// Reads JSONL with the paper's field names (`problem, question, solution, op, id, template, mode, length, d`) —
-/// the paper's released data or our own files. Missing `op` is computed from the gold graph (sum of in-degrees
-/// is not recoverable from text alone for constants, so it is left 0); unknown templates/modes are errors naming
-/// the line.
+/// the paper's released data or our own files. Only `problem`, `question`, `solution` are required: a missing
+/// `op` is read from the solution ([`crate::verify::solution_op`]), a missing `mode` from the solution's first
+/// words, a missing `template` is `crazy_zootopia`. Unknown templates/modes are errors naming the line.
 pub fn read_paper_jsonl(path: &Path) -> anyhow::Result<Vec<Record>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = Vec::new();
@@ -596,11 +596,15 @@ pub fn read_paper_jsonl(path: &Path) -> anyhow::Result<Vec<Record>> {
             &pr.question,
             &pr.solution,
         )) as u64;
+        let op = pr
+            .op
+            .or_else(|| crate::verify::solution_op(&pr.solution))
+            .unwrap_or(0);
         out.push(Record {
             problem: pr.problem,
             question: pr.question,
             solution: pr.solution,
-            op: pr.op.unwrap_or(0),
+            op,
             id,
             template,
             mode,

@@ -239,6 +239,9 @@ pub struct Step {
     pub arith_ok: bool,
     /// A letter was read that nothing defined.
     pub bad_ref: bool,
+    /// A literal constant is read (a leaf `so b = 3`, a prefix `4 * N`), or this is the reverse-mode unknown:
+    /// the RNG edge of op(G).
+    pub constant: bool,
 }
 
 /// Reusable parser / scorer state: keeps its buffers between calls (hot loops should hold one per thread).
@@ -513,6 +516,25 @@ fn find_as_letter(b: &[u8], from: usize, end: usize) -> Option<(usize, u8, usize
     None
 }
 
+/// op(G) of a solution read from its text: every step's parents plus one edge for a step that reads a constant
+/// (or is the reverse-mode unknown, whose constant the problem hides). `None` when there is no step.
+pub fn solution_op(solution: &str) -> Option<u32> {
+    let mut v = Verifier::new(VerifyOptions {
+        check_arithmetic: false,
+        modulus: None,
+    });
+    v.parse(solution, region_end(solution));
+    if v.steps.is_empty() {
+        return None;
+    }
+    Some(
+        v.steps
+            .iter()
+            .map(|st| st.parents.1 + st.constant as u32)
+            .sum(),
+    )
+}
+
 /// The one answer extractor (see the module docs).
 pub fn extract_answer(text: &str) -> Option<&str> {
     extract_answer_from(text, 0)
@@ -656,6 +678,7 @@ impl Verifier {
                 value: None,
                 arith_ok: true,
                 bad_ref: false,
+                constant: false,
             });
             bind[letter as usize] = Binding::Node(si);
             self.parse_body(text, &toks, si, &mut bind);
@@ -663,6 +686,7 @@ impl Verifier {
                 let st = &mut self.steps[si as usize];
                 if st.value.is_none() && st.letter == b'x' {
                     st.value = Some(Val { a: 1, b: 0 });
+                    st.constant = true;
                 }
             }
             let tail = &mut self.parent_arena[pstart as usize..];
@@ -757,6 +781,9 @@ impl Verifier {
                         }
                     }
                 }
+            }
+            if e1.iter().any(|t| matches!(t.t, Tok::Num(_))) {
+                self.steps[si as usize].constant = true;
             }
             // Values of the parts.
             let mut vals: [Option<Val>; 8] = [None; 8];
