@@ -295,6 +295,16 @@ fn renamed_letters_still_perfect() {
 }
 
 #[test]
+fn whitespace_in_names_does_not_matter() {
+    for p in problems() {
+        let c = p.solution.replace(" in ", "  in\n ");
+        assert_ne!(c, p.solution);
+        let s = judge(&p, &c, &ON);
+        assert!(s.verified && s.strict, "{s:?}\n{c}");
+    }
+}
+
+#[test]
 fn wrong_displayed_operand() {
     let mut tested = 0;
     for p in problems() {
