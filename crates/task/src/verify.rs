@@ -105,6 +105,8 @@ enum Stop {
     Define(usize),
     /// At the reverse-mode equation tail (`We know`) or `Answer:`, at this position: text up to the next `Define`.
     Tail(usize),
+    /// At the end of the solution region (`</solution>` or `<answer>`), at this position.
+    Region(usize),
     End,
 }
 
@@ -162,6 +164,9 @@ fn tokenize(text: &str, start: usize, end: usize, out: &mut Vec<Token>) -> Stop 
                     j += 1;
                 }
                 if j < n && s[j] == b'>' && j > i + 1 {
+                    if is_region_tag(&s[i..]) {
+                        return Stop::Region(i);
+                    }
                     out.push(Token {
                         t: Tok::Tag,
                         start: (i + 1) as u32,
@@ -375,7 +380,7 @@ impl GoldGraph {
             check_arithmetic: false,
             modulus: None,
         });
-        v.parse(solution, region_end(solution));
+        v.parse(solution);
         if v.steps.is_empty() {
             bail!(
                 "gold solution has no `Define <name> as <L>;` step: {:?}",
@@ -464,17 +469,59 @@ fn truncate(s: &str) -> &str {
     &s[..end]
 }
 
-/// End of the solution region: the first `</solution>` or `<answer>` tag (case-insensitive), else the end.
-fn region_end(text: &str) -> usize {
-    let b = text.as_bytes();
-    text.match_indices('<')
-        .map(|(i, _)| i)
-        .find(|&i| {
-            let r = &b[i..];
-            (r.len() >= 11 && r[..11].eq_ignore_ascii_case(b"</solution>"))
-                || (r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"<answer>"))
-        })
-        .unwrap_or(text.len())
+/// `r` starts with `</solution>` or `<answer>` (case-insensitive): the end of the solution region.
+#[inline]
+fn is_region_tag(r: &[u8]) -> bool {
+    (r.len() >= 11 && r[..11].eq_ignore_ascii_case(b"</solution>"))
+        || (r.len() >= 8 && r[..8].eq_ignore_ascii_case(b"<answer>"))
+}
+
+/// First position at or after `from` holding one of the bytes of `set` (eight bytes at a time: a zero byte of
+/// `x ^ c` is found with the classic `(y - 0x01..) & !y & 0x80..` test, whose lowest hit is always exact).
+#[inline]
+fn find_bytes<const K: usize>(b: &[u8], from: usize, set: [u8; K]) -> Option<usize> {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let mut i = from;
+    while i + 8 <= b.len() {
+        let x = u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+        let mut m = 0u64;
+        for c in set {
+            let y = x ^ (LO * c as u64);
+            m |= y.wrapping_sub(LO) & !y & HI;
+        }
+        if m != 0 {
+            return Some(i + (m.trailing_zeros() / 8) as usize);
+        }
+        i += 8;
+    }
+    (i..b.len()).find(|&k| set.contains(&b[k]))
+}
+
+/// The next step start or the region end from `from`: a whole-word `Define` followed by whitespace, or the first
+/// `</solution>` / `<answer>` tag.
+enum Next {
+    Define(usize),
+    Region(usize),
+    None,
+}
+
+fn next_define_or_region(b: &[u8], from: usize) -> Next {
+    let mut i = from;
+    while let Some(k) = find_bytes(b, i, [b'D', b'<']) {
+        if b[k] == b'<' {
+            if is_region_tag(&b[k..]) {
+                return Next::Region(k);
+            }
+        } else if b[k..].starts_with(b"Define")
+            && (k == 0 || !is_word_byte(b[k - 1]))
+            && b.get(k + 6).is_some_and(|c| c.is_ascii_whitespace())
+        {
+            return Next::Define(k);
+        }
+        i = k + 1;
+    }
+    Next::None
 }
 
 /// Byte-slice equality without a `memcmp` call (for the few short keywords).
@@ -486,22 +533,6 @@ fn eq_short(a: &[u8], b: &[u8]) -> bool {
 #[inline]
 fn is_word_byte(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c >= 0x80 || c == b'_' || c == b'\''
-}
-
-/// The next whole-word `Define` in `text[from..end]` followed by whitespace.
-fn find_define(text: &str, from: usize, end: usize) -> Option<usize> {
-    let b = text.as_bytes();
-    let mut at = from;
-    while at < end {
-        let i = at + text[at..end].find('D')?;
-        let before_ok = i == 0 || !is_word_byte(b[i - 1]);
-        let after_ok = i + 6 < end && b[i + 6].is_ascii_whitespace();
-        if before_ok && after_ok && &b[i..i + 6] == b"Define" {
-            return Some(i);
-        }
-        at = i + 1;
-    }
-    None
 }
 
 /// In `b[from..end]`: the first whole-word `as` followed by a one-letter token; returns (position of `as`, the
@@ -534,7 +565,7 @@ pub fn solution_op(solution: &str) -> Option<u32> {
         check_arithmetic: false,
         modulus: None,
     });
-    v.parse(solution, region_end(solution));
+    v.parse(solution);
     if v.steps.is_empty() {
         return None;
     }
@@ -626,7 +657,8 @@ impl Verifier {
     }
 
     /// Parses `text` into `self.steps`.
-    fn parse(&mut self, text: &str, region: usize) {
+    /// Parses `text` into `self.steps`; returns the end of the solution region.
+    fn parse(&mut self, text: &str) -> usize {
         let mut toks = std::mem::take(&mut self.toks);
         self.steps.clear();
         self.helpers.clear();
@@ -634,44 +666,60 @@ impl Verifier {
         self.parent_arena.clear();
         let mut bind = [Binding::None; 128];
         let b = text.as_bytes();
-        let mut next_def = find_define(text, 0, region);
-        while let Some(d) = next_def {
+        let mut region = text.len();
+        let mut next = next_define_or_region(b, 0);
+        loop {
+            let d = match next {
+                Next::Define(d) => d,
+                Next::Region(r) => {
+                    region = r;
+                    break;
+                }
+                Next::None => break,
+            };
             let name_start = d + "Define".len();
-            // Fast path: the name ends at the step's `;`, which must read ` as L;`, with no `Define` before it.
-            let semi = text[name_start..region]
-                .find(';')
-                .map(|k| name_start + k)
-                .filter(|&semi| {
-                    !b[name_start..semi].contains(&b'D')
-                        || !text[name_start..semi].contains("Define")
-                });
-            let quick = semi.and_then(|semi| {
-                let ok = semi >= name_start + 6
-                    && b[semi - 1].is_ascii_alphabetic()
-                    && b[semi - 2].is_ascii_whitespace()
-                    && &b[semi - 4..semi - 2] == b"as"
-                    && b[semi - 5].is_ascii_whitespace();
-                ok.then_some((semi - 4, b[semi - 1], semi))
-            });
-            let found = match quick {
-                Some(q) => Some(q),
-                None => {
-                    let following = find_define(text, name_start, region);
-                    let f = find_as_letter(b, name_start, following.unwrap_or(region));
-                    if f.is_none() {
-                        next_def = following;
-                        continue;
+            // Fast path: the name ends at the step's `;`, which must read ` as L;`, with no `Define` or region
+            // tag before it.
+            let mut quick = None;
+            let mut k = name_start;
+            while let Some(h) = find_bytes(b, k, [b';', b'D', b'<']) {
+                match b[h] {
+                    b';' => {
+                        let ok = h >= name_start + 6
+                            && b[h - 1].is_ascii_alphabetic()
+                            && b[h - 2].is_ascii_whitespace()
+                            && &b[h - 4..h - 2] == b"as"
+                            && b[h - 5].is_ascii_whitespace();
+                        quick = ok.then_some((h - 4, b[h - 1], h));
+                        break;
                     }
-                    f
+                    b'D' if b[h..].starts_with(b"Define") => break,
+                    b'<' if is_region_tag(&b[h..]) => break,
+                    _ => k = h + 1,
+                }
+            }
+            let found = match quick {
+                Some(q) => q,
+                None => {
+                    next = next_define_or_region(b, name_start);
+                    let bound = match next {
+                        Next::Define(p) | Next::Region(p) => p,
+                        Next::None => text.len(),
+                    };
+                    match find_as_letter(b, name_start, bound) {
+                        Some(f) => f,
+                        None => continue,
+                    }
                 }
             };
-            let (as_pos, letter, after) = found.unwrap();
+            let (as_pos, letter, after) = found;
             // The body runs to the next Define (where tokenizing stops), the reverse-mode equation tail
-            // (`We know`) or `Answer:`.
-            next_def = match tokenize(text, after, region, &mut toks) {
-                Stop::Define(p) => Some(p),
-                Stop::Tail(p) => find_define(text, p, region),
-                Stop::End => None,
+            // (`We know`, `Answer:`; skipped up to the next Define) or the region end.
+            next = match tokenize(text, after, text.len(), &mut toks) {
+                Stop::Define(p) => Next::Define(p),
+                Stop::Tail(p) => next_define_or_region(b, p),
+                Stop::Region(p) => Next::Region(p),
+                Stop::End => Next::None,
             };
             let (mut ns, mut ne) = (name_start, as_pos);
             while ns < ne && b[ns].is_ascii_whitespace() {
@@ -716,6 +764,7 @@ impl Verifier {
             self.steps[si as usize].parents = (pstart, w as u32);
         }
         self.toks = toks;
+        region
     }
 
     fn lookup(&self, bind: &[Binding; 128], l: u8) -> Option<Val> {
@@ -1054,8 +1103,7 @@ impl Verifier {
 
     /// Scores `completion` against `gold`.
     pub fn score(&mut self, gold: &GoldGraph, completion: &str) -> Score {
-        let region = region_end(completion);
-        self.parse(completion, region);
+        let region = self.parse(completion);
         let n = gold.len();
         self.gidx.clear();
         self.pred_of_gold.clear();

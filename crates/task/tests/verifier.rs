@@ -388,6 +388,29 @@ fn reverse_tail_is_text() {
 }
 
 #[test]
+fn steps_after_the_solution_region_are_ignored() {
+    for p in problems() {
+        let c = format!(
+            "{} Define adult unicorn in Nowhere as Z; so Z = 1.",
+            text::target_completion(&p.solution)
+        );
+        let s = judge(&p, &c, &ON);
+        assert!(s.verified && s.strict && s.extra == 0, "{s:?}\n{c}");
+        // A tag in the middle cuts the solution there.
+        let body = text::split_answer(&p.solution).0;
+        let last = body.rfind("Define ").unwrap();
+        let c = format!(
+            "{} <answer> {} </answer> {}",
+            &body[..last],
+            p.answer,
+            &body[last..]
+        );
+        let s = judge(&p, &c, &ON);
+        assert!(s.outcome && s.missing >= 1 && !s.verified, "{s:?}\n{c}");
+    }
+}
+
+#[test]
 fn answer_grammar() {
     assert_eq!(
         extract_answer("... </solution> <answer> 15 </answer>"),
