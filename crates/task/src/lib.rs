@@ -17,10 +17,12 @@
 //! prompts), [`verify`] (parser, scores, rewards), [`dataset`] (corpora, eval sets, JSONL, stats), [`bench`].
 
 pub mod bench;
+pub mod cli;
 pub mod config;
 pub mod context;
 pub mod dataset;
 pub mod generate;
+pub mod reward;
 pub mod rng;
 pub mod text;
 pub mod verify;
