@@ -94,7 +94,7 @@ impl RewardPluginConfig {
 /// Scores batches, parsing each distinct gold solution once (RL scores n rollouts per prompt).
 pub struct RewardScorer {
     pub config: RewardPluginConfig,
-    golds: Mutex<HashMap<u64, Arc<GoldGraph>>>,
+    golds: Mutex<HashMap<u64, (String, Arc<GoldGraph>)>>,
 }
 
 /// One scored completion: the verdict and the scalar reward.
@@ -122,17 +122,16 @@ impl RewardScorer {
 
     fn gold(&self, solution: &str) -> anyhow::Result<Arc<GoldGraph>> {
         let k = key(solution);
-        if let Some(g) = self.golds.lock().unwrap().get(&k) {
-            if g.source_len == solution.len() {
-                return Ok(g.clone());
-            }
+        if let Some((text, g)) = self.golds.lock().unwrap().get(&k).filter(|(t, _)| t == solution) {
+            debug_assert_eq!(text, solution);
+            return Ok(g.clone());
         }
         let g = Arc::new(GoldGraph::from_solution(solution)?);
         let mut cache = self.golds.lock().unwrap();
         if cache.len() > 100_000 {
             cache.clear();
         }
-        cache.insert(k, g.clone());
+        cache.insert(k, (solution.to_string(), g.clone()));
         Ok(g)
     }
 
