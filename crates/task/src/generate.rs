@@ -13,6 +13,14 @@
 //! * d=3 attributes are plain instance parameters ("average number of X per T in E"); the reference wraps them in
 //!   alias nodes whose own edge op(G) does not count, which is the same count;
 //! * layer-2 of d=3 connects every item type; the reference draws those edges at random.
+//!
+//! Reverse mode (`forwardreverse`): the reference's `reverse_generator.py` was not available, so its text is
+//! rebuilt from the paper's verbatim examples (paper-spec §2.4, §2.6) and reproduces them word for word: the
+//! forward graph is drawn as above; the unknown `x` is a constant-only leaf of the solution path; its sentence
+//! becomes "The number of X exists, and its number is greater than 0", the query's value is stated ("The Q equals
+//! v"), the question asks for X (so answers are 1..number_range-1), every step carries a linear expression in x,
+//! and the equation tail solves `a*x + b = v`. Samples where x cancels out (a = 0) or a product is not linear are
+//! rejected.
 
 use crate::config::{Letters, Mode, TaskConfig};
 use crate::context::{Context, ContextNames};

@@ -323,8 +323,6 @@ pub struct GoldGraph {
     pub parents: Vec<Vec<u32>>,
     pub values: Vec<Option<Val>>,
     pub answer: String,
-    /// Length of the solution text it was parsed from (a cheap cache check).
-    pub source_len: usize,
     /// (name hash, index), sorted, for lookups.
     index: Vec<(u64, u32)>,
 }
@@ -434,7 +432,6 @@ impl GoldGraph {
             parents,
             values,
             answer: answer.to_string(),
-            source_len: solution.len(),
             index,
         })
     }
