@@ -16,7 +16,7 @@
 //! Map: [`config`] (knobs and presets), [`generate`](mod@generate) (the generator), [`text`] (training text and
 //! prompts), [`verify`] (parser, scores, rewards), [`reward`] (batch scoring for the reward plugins),
 //! [`dataset`] (corpora, eval sets, JSONL, stats, the paper's files), [`cli`] (`interplay task gen/score`),
-//! [`bench`] (throughput; `cargo run --release -p task --example bench`).
+//! [`bench`](mod@bench) (throughput; `cargo run --release -p task --example bench`).
 
 pub mod bench;
 pub mod cli;
