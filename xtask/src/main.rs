@@ -1,4 +1,320 @@
-//! Project automation (see matklad/cargo-xtask): `cargo xtask <task>`.
+//! Project automation, run as `cargo xtask <task>` (the pattern of matklad/cargo-xtask).
+//!
+//! ```text
+//! cargo xtask pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D]
+//! cargo xtask new-plugin <name> --kind stage|reward
+//! cargo xtask schema [--check]
+//! cargo xtask plugins
+//! cargo xtask bench <target>
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use xtask::scaffold;
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+  pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D] [--plugin-dir D]
+        build (release unless --debug) the runner and exactly the plugins the pipeline names,
+        then run it; key=value overrides go to the runner
+  new-plugin <name> --kind stage|reward
+        scaffold plugins/<name> (and pipelines/<name>.toml for a stage); it builds and runs as is
+  schema [--check]
+        write JSON Schemas for pipeline files and every plugin config into schemas/
+        (--check: fail if the committed ones are stale)
+  plugins
+        build every plugin under plugins/ and list them (kind, version, ABI, devices)
+  bench <target>
+        benchmarks (none are registered yet)
+";
+
 fn main() -> anyhow::Result<()> {
-    anyhow::bail!("no tasks yet")
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some((task, rest)) = args.split_first() else {
+        print!("{USAGE}");
+        return Ok(());
+    };
+    match task.as_str() {
+        "pipeline" => pipeline(rest),
+        "new-plugin" => new_plugin(rest),
+        "schema" => schema(rest),
+        "plugins" => plugins(),
+        "bench" => bench(rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown task `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace root")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Cargo through `$CARGO`, so that the toolchain running xtask builds everything.
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("$ {}", show(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", show(cmd)))?;
+    anyhow::ensure!(status.success(), "`{}` failed ({status})", show(cmd));
+    Ok(())
+}
+
+fn show(cmd: &Command) -> String {
+    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&a.to_string_lossy());
+    }
+    s
+}
+
+/// Package names of the plugins under plugins/ (folder name == package name).
+fn workspace_plugins() -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    let dir = root().join("plugins");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.path().join("Cargo.toml").is_file() {
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+fn has_cuda_feature(plugin: &str) -> bool {
+    let manifest = root().join("plugins").join(plugin).join("Cargo.toml");
+    let Ok(text) = std::fs::read_to_string(manifest) else {
+        return false;
+    };
+    let mut in_features = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_features = line == "[features]";
+        } else if in_features && (line.starts_with("cuda ") || line.starts_with("cuda=")) {
+            return true;
+        }
+    }
+    false
+}
+
+fn pipeline(args: &[String]) -> anyhow::Result<()> {
+    let (mut file, mut overrides, mut runner_flags) = (None, Vec::new(), Vec::new());
+    let (mut release, mut cuda) = (true, false);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--release" => release = true,
+            "--debug" => release = false,
+            "--cuda" => cuda = true,
+            "--force" | "--run-dir" | "--plugin-dir" => {
+                runner_flags.push(a.clone());
+                runner_flags.push(
+                    it.next()
+                        .with_context(|| format!("{a} needs a value"))?
+                        .clone(),
+                );
+            }
+            s if s.starts_with("--") => runner_flags.push(a.clone()),
+            s if file.is_none() && !s.contains('=') => file = Some(PathBuf::from(s)),
+            _ => overrides.push(a.clone()),
+        }
+    }
+    let file = file.context("usage: cargo xtask pipeline <file> [key=value...]")?;
+    let profile = if release { "release" } else { "debug" };
+    let profile_args: &[&str] = if release { &["--release"] } else { &[] };
+
+    // 1. The runner, which knows how to read pipelines.
+    run(cargo()
+        .args(["build", "-p", "interplay"])
+        .args(profile_args))?;
+    let bin = target_dir().join(profile).join("interplay");
+
+    // 2. Ask it what the pipeline needs.
+    let out = Command::new(&bin)
+        .arg("plan")
+        .arg(&file)
+        .args(&overrides)
+        .arg("--json")
+        .output()?;
+    if !out.status.success() {
+        bail!("{}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let plan: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading `interplay plan --json`")?;
+    let plugins: Vec<String> = plan["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    cuda |= plan["features"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == "cuda"));
+
+    // 3. Exactly those plugins, in one cargo invocation.
+    let mut build = cargo();
+    build.arg("build").args(profile_args);
+    for p in &plugins {
+        build.args(["-p", p]);
+        if cuda && has_cuda_feature(p) {
+            build.args(["--features", &format!("{p}/cuda")]);
+        }
+    }
+    run(&mut build)?;
+
+    // 4. Run it with the plugins just built.
+    let mut runner = Command::new(&bin);
+    runner
+        .arg("run")
+        .arg(&file)
+        .args(&overrides)
+        .args(&runner_flags);
+    runner.arg("--plugin-dir").arg(target_dir().join(profile));
+    eprintln!("$ {}", show(&runner));
+    // Become the runner, so that Ctrl-C reaches it alone and it can stop the stage cleanly.
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        Err(runner.exec()).with_context(|| format!("starting {}", bin.display()))
+    }
+    #[cfg(not(unix))]
+    {
+        let status = runner.status()?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+}
+
+fn new_plugin(args: &[String]) -> anyhow::Result<()> {
+    let (mut name, mut kind) = (None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--kind" => {
+                kind = Some(
+                    it.next()
+                        .context("--kind needs stage or reward")?
+                        .parse::<scaffold::Kind>()?,
+                )
+            }
+            s if s.starts_with("--kind=") => kind = Some(s["--kind=".len()..].parse()?),
+            s if name.is_none() && !s.starts_with('-') => name = Some(s.to_string()),
+            other => bail!(
+                "unexpected argument `{other}`; usage: cargo xtask new-plugin <name> --kind stage|reward"
+            ),
+        }
+    }
+    let name = name.context("usage: cargo xtask new-plugin <name> --kind stage|reward")?;
+    let kind = kind.context("--kind stage|reward is required")?;
+    let written = scaffold::generate(&root(), &name, kind)?;
+    for w in &written {
+        println!("wrote {}", w.strip_prefix(root()).unwrap_or(w).display());
+    }
+    match kind {
+        scaffold::Kind::Stage => {
+            println!("\nnext: cargo xtask pipeline pipelines/{name}.toml\n      cargo xtask schema")
+        }
+        scaffold::Kind::Reward => println!(
+            "\nnext: attach it to an RL stage: rewards = [{{ plugin = \"{name}\", weight = 1.0 }}]\n      \
+             or score a file: cargo build -p interplay -p {name} && target/debug/interplay score --reward {name} plugins/{name}/samples.jsonl\n      \
+             cargo xtask schema"
+        ),
+    }
+    Ok(())
+}
+
+fn schema(args: &[String]) -> anyhow::Result<()> {
+    let check = match args {
+        [] => false,
+        [c] if c == "--check" => true,
+        _ => bail!("usage: cargo xtask schema [--check]"),
+    };
+    let plugins = workspace_plugins()?;
+    let mut build = cargo();
+    build.args(["build", "-p", "interplay"]);
+    for p in &plugins {
+        build.args(["-p", p]);
+    }
+    run(&mut build)?;
+    let dir = target_dir().join("debug");
+    let mut cmd = Command::new(dir.join("interplay"));
+    cmd.current_dir(root())
+        .args(["schema", "--out", "schemas", "--plugin-dir"])
+        .arg(&dir);
+    for p in &plugins {
+        cmd.args(["--plugin", p]);
+    }
+    if check {
+        cmd.arg("--check");
+    }
+    run(&mut cmd)
+}
+
+fn plugins() -> anyhow::Result<()> {
+    let plugins = workspace_plugins()?;
+    let mut build = cargo();
+    build.args(["build", "-p", "interplay"]);
+    for p in &plugins {
+        build.args(["-p", p]);
+    }
+    run(&mut build)?;
+    let dir = target_dir().join("debug");
+    let mut cmd = Command::new(dir.join("interplay"));
+    cmd.arg("plugins").arg("--plugin-dir").arg(&dir);
+    for p in &plugins {
+        cmd.args(["--plugin", p]);
+    }
+    run(&mut cmd)
+}
+
+/// Benchmarks register here (`cargo xtask bench tasks`, `cargo xtask bench model`).
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let registered: &[(&str, Bench)] = &[];
+    let Some((target, rest)) = args.split_first() else {
+        bail!(
+            "usage: cargo xtask bench <target>; registered: {}",
+            names(registered)
+        );
+    };
+    match registered.iter().find(|(n, _)| n == target) {
+        Some((_, f)) => f(rest),
+        None => bail!("no benchmark `{target}`; registered: {}", names(registered)),
+    }
+}
+
+/// A benchmark entry point: gets the arguments after `cargo xtask bench <target>`.
+type Bench = fn(&[String]) -> anyhow::Result<()>;
+
+fn names(registered: &[(&str, Bench)]) -> String {
+    if registered.is_empty() {
+        "(none yet)".into()
+    } else {
+        registered
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }

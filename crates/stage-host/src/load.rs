@@ -1,0 +1,368 @@
+//! Loading and validating plugin libraries.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{Context, bail};
+use libloading::Library;
+use stage_api::abi::{self, Bytes, Header, RewardDecl, StageDecl};
+use stage_api::{API_VERSION, Manifest, RewardSample, StageKind};
+
+/// File name of a plugin library: `libfoo_bar.so` for `foo-bar` on Linux.
+pub fn library_file_name(plugin: &str) -> String {
+    format!(
+        "{}{}{}",
+        std::env::consts::DLL_PREFIX,
+        plugin.replace('-', "_"),
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// The library of plugin `name` in the first of `dirs` that has it.
+pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
+    let file = library_file_name(name);
+    for dir in dirs {
+        let p = dir.join(&file);
+        if p.is_file() {
+            return Ok(p);
+        }
+    }
+    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    bail!(
+        "plugin `{name}` not found: no {file} in {}; build it with `cargo build -p {name}` or pass --plugin-dir",
+        if searched.is_empty() {
+            "(no plugin directories)".to_string()
+        } else {
+            searched.join(", ")
+        }
+    )
+}
+
+/// Every file in `dirs` named like a plugin library (`lib*.so`), sorted.
+pub fn list_libraries(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let (prefix, suffix) = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let mut out = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(prefix) && name.ends_with(suffix) && e.path().is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Opens `path` once per process and never closes it: pointers into a plugin (its declaration,
+/// its function pointers, a reward handle) must stay valid for the life of the process.
+fn open(path: &Path) -> anyhow::Result<&'static Library> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, &'static Library>>> = OnceLock::new();
+    let canonical = path
+        .canonicalize()
+        .with_context(|| format!("plugin library {}", path.display()))?;
+    let mut open = OPEN.get_or_init(Default::default).lock().unwrap();
+    if let Some(lib) = open.get(&canonical) {
+        return Ok(lib);
+    }
+    // SAFETY: loading runs the library's initializers; we only load plugin libraries by name
+    // from the build output or directories the user named.
+    let lib = unsafe { Library::new(&canonical) }
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let lib: &'static Library = Box::leak(Box::new(lib));
+    open.insert(canonical, lib);
+    Ok(lib)
+}
+
+/// Looks up `symbol` and reads the declaration header. Errors name what was found instead.
+fn entry(
+    lib: &'static Library,
+    path: &Path,
+    symbol: &str,
+    decl_kind: u32,
+) -> anyhow::Result<*const Header> {
+    type Entry = unsafe extern "C" fn() -> *const Header;
+    // SAFETY: our entry symbols all have this signature; the pointer is checked below.
+    let found = unsafe { lib.get::<Entry>(symbol) };
+    let f = match found {
+        Ok(f) => *f,
+        Err(_) => bail!(
+            "{}: {}",
+            path.display(),
+            missing_symbol_hint(lib, symbol, decl_kind)
+        ),
+    };
+    let decl = unsafe { f() };
+    anyhow::ensure!(
+        !decl.is_null(),
+        "{}: `{symbol}` returned a null declaration",
+        path.display()
+    );
+    let header = unsafe { *decl };
+    anyhow::ensure!(
+        header.magic == abi::MAGIC,
+        "{}: `{symbol}` does not point to an interplay declaration (bad magic {:#x})",
+        path.display(),
+        header.magic
+    );
+    anyhow::ensure!(
+        header.abi_version == abi::ABI_VERSION,
+        "{}: ABI version mismatch: the plugin was built for ABI {}, this runner speaks ABI {}; rebuild the plugin \
+         against this workspace's stage-api",
+        path.display(),
+        header.abi_version,
+        abi::ABI_VERSION
+    );
+    anyhow::ensure!(
+        header.kind == decl_kind,
+        "{}: declaration kind {} where {decl_kind} was expected",
+        path.display(),
+        header.kind
+    );
+    Ok(decl)
+}
+
+fn missing_symbol_hint(lib: &Library, symbol: &str, decl_kind: u32) -> String {
+    let has = |s: &str| unsafe { lib.get::<unsafe extern "C" fn()>(s).is_ok() };
+    let (this, other, other_sym) = if decl_kind == abi::DECL_STAGE {
+        ("stage", "reward", abi::REWARD_SYMBOL)
+    } else {
+        ("reward", "stage", abi::STAGE_SYMBOL)
+    };
+    if has(other_sym) {
+        return format!(
+            "this is a {other} plugin, not a {this} plugin (it exports `{other_sym}`, not `{symbol}`)"
+        );
+    }
+    let stem = symbol.trim_end_matches(|c: char| c.is_ascii_digit());
+    for v in 0..100 {
+        let s = format!("{stem}{v}");
+        if s != symbol && has(&s) {
+            return format!(
+                "ABI version mismatch: the plugin exports `{s}` (ABI {v}), this runner needs `{symbol}` (ABI {})",
+                abi::ABI_VERSION
+            );
+        }
+    }
+    format!(
+        "not an interplay {this} plugin: no entry symbol `{symbol}` (did the crate call `stage_api::export_{this}!`?)"
+    )
+}
+
+/// Whether a plugin built against API `plugin` can talk to a host at API `host`: same major
+/// (for 0.x: same minor too), and the plugin is not newer than the host.
+pub fn api_compatible(host: &str, plugin: &str) -> bool {
+    fn parse(v: &str) -> Option<(u64, u64, u64)> {
+        let core = v.split(['-', '+']).next()?;
+        let mut it = core.split('.').map(|p| p.parse::<u64>().ok());
+        Some((it.next()??, it.next()??, it.next()??))
+    }
+    let (Some(h), Some(p)) = (parse(host), parse(plugin)) else {
+        return false;
+    };
+    let same_line = if h.0 == 0 {
+        h.0 == p.0 && h.1 == p.1
+    } else {
+        h.0 == p.0
+    };
+    same_line && p <= h
+}
+
+fn check_api(path: &Path, api: Bytes) -> anyhow::Result<()> {
+    let api = std::str::from_utf8(unsafe { api.as_slice() }).context("API version is not UTF-8")?;
+    anyhow::ensure!(
+        api_compatible(API_VERSION, api),
+        "{}: API version mismatch: the plugin was built against stage-api {api}, this runner has {API_VERSION}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn describe(
+    path: &Path,
+    f: unsafe extern "C" fn(*const abi::Writer) -> i32,
+) -> anyhow::Result<Manifest> {
+    let mut buf = Vec::new();
+    let w = abi::vec_writer(&mut buf);
+    let status = unsafe { f(&w) };
+    anyhow::ensure!(
+        status == abi::STATUS_OK,
+        "{}: describe failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&buf)
+    );
+    serde_json::from_slice(&buf).with_context(|| format!("{}: unreadable manifest", path.display()))
+}
+
+/// A loaded, validated stage plugin.
+#[derive(Clone)]
+pub struct StagePlugin {
+    /// The library file.
+    pub path: PathBuf,
+    /// What `describe` returned.
+    pub manifest: Manifest,
+    decl: &'static StageDecl,
+}
+
+/// Loads and validates a stage plugin (in this process; `describe` is cheap and side-effect free).
+pub fn load_stage(path: &Path) -> anyhow::Result<StagePlugin> {
+    let lib = open(path)?;
+    let decl = entry(lib, path, abi::STAGE_SYMBOL, abi::DECL_STAGE)? as *const StageDecl;
+    let decl: &'static StageDecl = unsafe { &*decl };
+    check_api(path, decl.api_version)?;
+    let manifest = describe(path, decl.describe)?;
+    anyhow::ensure!(
+        manifest.kind != StageKind::RewardVerifier,
+        "{}: a stage plugin declared kind reward_verifier",
+        path.display()
+    );
+    Ok(StagePlugin {
+        path: path.to_path_buf(),
+        manifest,
+        decl,
+    })
+}
+
+impl StagePlugin {
+    /// Calls the plugin's `run` in *this* process and returns the raw outcome JSON. Only the
+    /// child process ([`crate::child_main`]) calls this: a crash here takes the process down.
+    pub fn run_in_this_process(&self, request: &[u8], host: &abi::HostApi) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let w = abi::vec_writer(&mut buf);
+        unsafe { (self.decl.run)(Bytes::from_slice(request), host, &w) };
+        buf
+    }
+}
+
+/// A loaded, validated reward plugin.
+#[derive(Clone)]
+pub struct RewardPlugin {
+    /// The library file.
+    pub path: PathBuf,
+    /// What `describe` returned.
+    pub manifest: Manifest,
+    decl: &'static RewardDecl,
+}
+
+/// Loads and validates a reward plugin.
+pub fn load_reward(path: &Path) -> anyhow::Result<RewardPlugin> {
+    let lib = open(path)?;
+    let decl = entry(lib, path, abi::REWARD_SYMBOL, abi::DECL_REWARD)? as *const RewardDecl;
+    let decl: &'static RewardDecl = unsafe { &*decl };
+    check_api(path, decl.api_version)?;
+    let manifest = describe(path, decl.describe)?;
+    anyhow::ensure!(
+        manifest.kind == StageKind::RewardVerifier,
+        "{}: a reward plugin declared kind {:?}",
+        path.display(),
+        manifest.kind
+    );
+    Ok(RewardPlugin {
+        path: path.to_path_buf(),
+        manifest,
+        decl,
+    })
+}
+
+impl RewardPlugin {
+    /// Builds a reward from its config (`RewardFn::new` in the plugin).
+    pub fn instantiate(&self, config: &serde_json::Value) -> anyhow::Result<Reward> {
+        let json = serde_json::to_vec(config)?;
+        let mut buf = Vec::new();
+        let w = abi::vec_writer(&mut buf);
+        let handle = unsafe { (self.decl.create)(Bytes::from_slice(&json), &w) };
+        if handle.is_null() {
+            bail!("reward `{}`: {}", self.manifest.name, error_text(&buf));
+        }
+        Ok(Reward {
+            plugin: self.clone(),
+            handle,
+        })
+    }
+}
+
+fn error_text(buf: &[u8]) -> String {
+    match serde_json::from_slice::<abi::ErrorMessage>(buf) {
+        Ok(m) => m.error,
+        Err(_) => String::from_utf8_lossy(buf).into_owned(),
+    }
+}
+
+/// A reward made by [`RewardPlugin::instantiate`]; destroyed by the plugin on drop.
+pub struct Reward {
+    plugin: RewardPlugin,
+    handle: *mut c_void,
+}
+
+impl Reward {
+    /// The plugin's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.plugin.manifest
+    }
+
+    /// Scores a batch given as `[RewardSample]` JSON (passed through without re-encoding).
+    pub fn score_json(&self, batch: &[u8]) -> anyhow::Result<Vec<Option<f32>>> {
+        let mut buf = Vec::new();
+        let w = abi::vec_writer(&mut buf);
+        let status = unsafe { (self.plugin.decl.score)(self.handle, Bytes::from_slice(batch), &w) };
+        if status != abi::STATUS_OK {
+            bail!(
+                "reward `{}` failed: {}",
+                self.plugin.manifest.name,
+                error_text(&buf)
+            );
+        }
+        serde_json::from_slice(&buf)
+            .with_context(|| format!("reward `{}`: unreadable scores", self.plugin.manifest.name))
+    }
+
+    /// Scores a batch: one score per sample, `None` where the reward does not apply.
+    pub fn score(&self, batch: &[RewardSample]) -> anyhow::Result<Vec<Option<f32>>> {
+        let scores = self.score_json(&serde_json::to_vec(batch)?)?;
+        anyhow::ensure!(
+            scores.len() == batch.len(),
+            "reward `{}` returned {} scores for {} samples",
+            self.plugin.manifest.name,
+            scores.len(),
+            batch.len()
+        );
+        Ok(scores)
+    }
+}
+
+impl Drop for Reward {
+    fn drop(&mut self) {
+        unsafe { (self.plugin.decl.destroy)(self.handle) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_compatible;
+
+    #[test]
+    fn api_semver() {
+        let cases = [
+            ("0.1.0", "0.1.0", true),
+            ("0.1.3", "0.1.0", true),
+            ("0.1.0", "0.1.3", false),
+            ("0.2.0", "0.1.0", false),
+            ("1.4.0", "1.2.9", true),
+            ("1.4.0", "2.0.0", false),
+            ("1.4.0", "1.5.0", false),
+            ("1.0.0", "garbage", false),
+        ];
+        for (host, plugin, ok) in cases {
+            assert_eq!(
+                api_compatible(host, plugin),
+                ok,
+                "host {host} plugin {plugin}"
+            );
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests through the real paths: `dlopen` of fixture plugins built as cdylibs next to
+//! this binary, and the runner binary (`interplay-under-test`, identical to `interplay`) running
+//! stages in child processes.
+
+mod loading;
+mod pipeline_errors;
+mod runs;
+mod scaffold;
+mod support;
