@@ -4,6 +4,7 @@
 
 mod loading;
 mod pipeline_errors;
+mod reasoning_task;
 mod runs;
 mod scaffold;
 mod support;

@@ -87,7 +87,9 @@ pub enum Budget {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorpusSpec {
+    /// Dataset name: the file stem of `<name>.jsonl` and `<name>.stats.json`.
     pub name: String,
+    /// Seed of this dataset (the datagen stage adds the run seed).
     pub seed: u64,
     /// op -> probability.
     pub ops: Weights<u32>,
@@ -95,6 +97,7 @@ pub struct CorpusSpec {
     pub contexts: Weights<Context>,
     /// mode -> probability (`normalforward`, `forwardreverse`).
     pub modes: Weights<Mode>,
+    /// Size: `{ records = N }` or `{ tokens = N }` (approximate word-level tokens of the training texts).
     pub budget: Budget,
 }
 
@@ -193,11 +196,17 @@ fn sample<K: Copy>(rng: &mut Rng, w: &Weights<K>) -> K {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvalSpec {
+    /// Dataset name: the file stem of `<name>.jsonl` and `<name>.stats.json`.
     pub name: String,
+    /// Seed of this dataset (the datagen stage adds the run seed).
     pub seed: u64,
+    /// Ops, each a cell row.
     pub ops: Vec<u32>,
+    /// Contexts (template ids).
     pub contexts: Vec<Context>,
+    /// Modes (`normalforward`, `forwardreverse`).
     pub modes: Vec<Mode>,
+    /// Problems per (op, context, mode) cell.
     pub per_cell: u64,
 }
 

@@ -122,7 +122,13 @@ impl RewardScorer {
 
     fn gold(&self, solution: &str) -> anyhow::Result<Arc<GoldGraph>> {
         let k = key(solution);
-        if let Some((text, g)) = self.golds.lock().unwrap().get(&k).filter(|(t, _)| t == solution) {
+        if let Some((text, g)) = self
+            .golds
+            .lock()
+            .unwrap()
+            .get(&k)
+            .filter(|(t, _)| t == solution)
+        {
             debug_assert_eq!(text, solution);
             return Ok(g.clone());
         }
