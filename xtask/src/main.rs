@@ -5,7 +5,7 @@
 //! cargo xtask new-plugin <name> --kind stage|reward
 //! cargo xtask schema [--check]
 //! cargo xtask plugins
-//! cargo xtask bench <target>
+//! cargo xtask bench <target>            # e.g. cargo xtask bench tasks --json bench.json
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -27,8 +27,9 @@ usage: cargo xtask <task>
         (--check: fail if the committed ones are stale)
   plugins
         build every plugin under plugins/ and list them (kind, version, ABI, devices)
-  bench <target>
-        benchmarks (none are registered yet)
+  bench <target> [args]
+        benchmarks, in release mode: `tasks [--json FILE] [--problems N]` (problem generation and
+        completion verification throughput of the reasoning task)
 ";
 
 fn main() -> anyhow::Result<()> {
@@ -291,7 +292,7 @@ fn plugins() -> anyhow::Result<()> {
 
 /// Benchmarks register here (`cargo xtask bench tasks`, `cargo xtask bench model`).
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    let registered: &[(&str, Bench)] = &[];
+    let registered: &[(&str, Bench)] = &[("tasks", bench_tasks)];
     let Some((target, rest)) = args.split_first() else {
         bail!(
             "usage: cargo xtask bench <target>; registered: {}",
@@ -302,6 +303,34 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         Some((_, f)) => f(rest),
         None => bail!("no benchmark `{target}`; registered: {}", names(registered)),
     }
+}
+
+/// `cargo xtask bench tasks [--json FILE] [--problems N]`: the reasoning task's generator and verifier
+/// throughput (`crates/task/examples/bench.rs`), built in release mode. `--json` writes
+/// `{"problems_per_s_one_core", "problems_per_s_all_cores", "verified_per_s", ...}`.
+fn bench_tasks(args: &[String]) -> anyhow::Result<()> {
+    let mut pass = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        pass.push(a.clone());
+        if a == "--json" {
+            let file = it.next().context("--json needs a file")?;
+            // cargo runs from the workspace root; keep the user's relative path relative to their cwd.
+            pass.push(std::env::current_dir()?.join(file).display().to_string());
+        }
+    }
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "task",
+            "--example",
+            "bench",
+            "--",
+        ])
+        .args(&pass))
 }
 
 /// A benchmark entry point: gets the arguments after `cargo xtask bench <target>`.
