@@ -99,6 +99,14 @@ pub struct CorpusSpec {
     pub modes: Weights<Mode>,
     /// Size: `{ records = N }` or `{ tokens = N }` (approximate word-level tokens of the training texts).
     pub budget: Budget,
+    /// Keep each record's gold graph (`gold`); large pre-training corpora can drop it (the verifier re-reads
+    /// graphs from `solution`).
+    #[serde(default = "yes")]
+    pub gold: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Op weights helpers.
@@ -118,6 +126,7 @@ impl CorpusSpec {
             contexts: Context::ALL.iter().map(|c| (*c, 1.0)).collect(),
             modes: Mode::ALL.iter().map(|m| (*m, 1.0)).collect(),
             budget,
+            gold: true,
         }
     }
 
@@ -333,7 +342,10 @@ pub fn build_corpus(
             .collect();
         start += CHUNK;
         for r in chunk {
-            let (rec, attempts) = r?;
+            let (mut rec, attempts) = r?;
+            if !spec.gold {
+                rec.gold = None;
+            }
             if acc.offer(rec, attempts, exclude) {
                 dropped_in_a_row = 0;
             } else {

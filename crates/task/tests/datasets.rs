@@ -91,12 +91,14 @@ fn eval_problems_never_in_training() {
         contexts: [(Context::Zoo, 1.0), (Context::Teacher, 1.0)].into(),
         modes: [(Mode::Forward, 1.0), (Mode::Reverse, 1.0)].into(),
         budget: Budget::Records(400),
+        gold: false,
     };
     let train = build_corpus(&cfg, &spec, &ex).unwrap();
     assert!(train.stats.removed_eval_overlap > 0, "{:?}", train.stats);
     assert!(train.stats.removed_duplicates > 0, "{:?}", train.stats);
     for r in &train.records {
         assert!(!ex.contains(r.text_hash()));
+        assert!(r.gold.is_none(), "gold = false drops the graphs");
     }
     let mut seen = std::collections::HashSet::new();
     assert!(
