@@ -662,11 +662,12 @@ fn default_preset() -> String {
 }
 
 /// Builds every dataset of `spec` into `dir` (`<name>.jsonl`, `<name>.stats.json`, and `datasets.json` listing
-/// them). `progress(done, total)` is called after each dataset. Dataset names must be unique file stems.
+/// them). `progress(done, total)` is called after each dataset; an error from it (e.g. a stop request) ends the
+/// build. Dataset names must be unique file stems.
 pub fn build_all(
     spec: &DatagenSpec,
     dir: &Path,
-    mut progress: impl FnMut(u64, u64),
+    mut progress: impl FnMut(u64, u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Stats>> {
     let cfg = TaskConfig::preset_with(&spec.preset, &spec.task)?;
     let mut names = HashSet::new();
@@ -694,14 +695,14 @@ pub fn build_all(
         ds.write(dir, &e.name)?;
         all.push(ds.stats);
         done += 1;
-        progress(done, total);
+        progress(done, total)?;
     }
     for c in &spec.train {
         let ds = build_corpus(&cfg, c, &exclude)?;
         ds.write(dir, &c.name)?;
         all.push(ds.stats);
         done += 1;
-        progress(done, total);
+        progress(done, total)?;
     }
     let index = serde_json::json!({ "task_config": cfg, "datasets": all.iter().map(|s| serde_json::json!({
         "name": s.name, "file": format!("{}.jsonl", s.name), "stats": format!("{}.stats.json", s.name), "records": s.records,

@@ -252,7 +252,11 @@ fn build_all_from_a_spec() {
     .unwrap();
     let dir = std::env::temp_dir().join(format!("task-build-all-{}", std::process::id()));
     let mut calls = 0;
-    let stats = task::dataset::build_all(&spec, &dir, |_, _| calls += 1).unwrap();
+    let stats = task::dataset::build_all(&spec, &dir, |_, _| {
+        calls += 1;
+        Ok(())
+    })
+    .unwrap();
     assert_eq!((stats.len(), calls), (2, 2));
     assert_eq!(stats[0].records, 15);
     assert_eq!(stats[1].records, 50);
@@ -274,7 +278,7 @@ fn build_all_from_a_spec() {
     };
     let err = format!(
         "{:#}",
-        task::dataset::build_all(&bad, &dir, |_, _| ()).unwrap_err()
+        task::dataset::build_all(&bad, &dir, |_, _| Ok(())).unwrap_err()
     );
     assert!(err.contains("max_widht"), "{err}");
     std::fs::remove_dir_all(&dir).ok();

@@ -40,7 +40,10 @@ impl Stage for Datagen {
         }
         let dir = ctx.output("data")?.to_path_buf();
         ctx.check_stop()?;
-        let stats = build_all(&config, &dir, |done, total| ctx.progress(done, total))?;
+        let stats = build_all(&config, &dir, |done, total| {
+            ctx.progress(done, total);
+            ctx.check_stop()
+        })?;
         for s in &stats {
             ctx.log(format!(
                 "{}: {} records, ~{} tokens, {} dropped as eval overlap, {} as duplicates",
