@@ -175,9 +175,11 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
         .as_array()
         .is_some_and(|f| f.iter().any(|x| x == "cuda"));
 
-    // 3. Exactly those plugins, in one cargo invocation.
+    // 3. Exactly those plugins, in one cargo invocation that names the runner too: Cargo
+    //    unifies features per invocation, so a plugin built alone would rebuild shared
+    //    dependencies (syn, serde, ...) with other features; with the runner they stay cached.
     let mut build = cargo();
-    build.arg("build").args(profile_args);
+    build.args(["build", "-p", "interplay"]).args(profile_args);
     for p in &plugins {
         build.args(["-p", p]);
         if cuda && has_cuda_feature(p) {
