@@ -113,6 +113,14 @@ pub struct TrainState {
     pub config: TrainConfig,
 }
 
+/// What [`Trainer::run`] reports.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainEvent {
+    Step(StepStats),
+    Eval { step: usize, tokens_seen: u64, loss: f64 },
+    Checkpoint { step: usize },
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct StepStats {
     pub step: usize,
@@ -250,6 +258,34 @@ impl<B: AutodiffBackend> Trainer<B> {
         StepStats { step: self.state.step, loss: loss_sum / tc.grad_accum as f64, lr, grad_norm, tokens_seen: self.state.tokens_seen }
     }
 
+    /// Trains until the token budget is spent: held-out loss every `eval_every` steps, a resumable checkpoint
+    /// in `ckpt_dir` every `checkpoint_every` steps and at the end, and every event passed to `on_event`
+    /// (which may return `Err` to stop, e.g. on a stop request; the last checkpoint then resumes the run).
+    pub fn run(
+        &mut self,
+        mut held_out: Option<&mut PackedData>,
+        ckpt_dir: &Path,
+        mut on_event: impl FnMut(&TrainEvent) -> Result<()>,
+    ) -> Result<()> {
+        let tc = self.state.config.clone();
+        let total = tc.total_steps();
+        while self.state.step < total {
+            let s = self.step();
+            on_event(&TrainEvent::Step(s))?;
+            if tc.eval_every > 0 && (s.step % tc.eval_every == 0 || s.step == total) {
+                if let Some(h) = held_out.as_deref_mut() {
+                    let loss = self.eval_loss(h, tc.eval_blocks);
+                    on_event(&TrainEvent::Eval { step: s.step, tokens_seen: s.tokens_seen, loss })?;
+                }
+            }
+            if (tc.checkpoint_every > 0 && s.step % tc.checkpoint_every == 0) || s.step == total {
+                self.save(ckpt_dir)?;
+                on_event(&TrainEvent::Checkpoint { step: s.step })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Mean loss over the first `blocks` blocks of `held_out` (read from its start each time; no gradients).
     pub fn eval_loss(&self, held_out: &mut PackedData, blocks: usize) -> f64 {
         eval_loss(&self.model.valid(), held_out, blocks, self.state.config.batch_size, &self.device)
@@ -367,15 +403,19 @@ mod tests {
 
         let dir = std::env::temp_dir().join(format!("lm-resume-{}", std::process::id()));
         let (_, _, data) = setup(&tc, &texts);
-        let mut first = Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc.clone(), data, device);
-        for _ in 0..4 {
-            first.step();
-        }
-        first.save(&dir).unwrap();
-        drop(first); // the "kill"
+        let tc_ck = TrainConfig { checkpoint_every: 4, ..tc.clone() };
+        let mut first = Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc_ck, data, device);
+        // Run with checkpoints every 4 steps and "kill" the run right after step 5 (past the checkpoint).
+        let killed = first.run(None, &dir, |e| match e {
+            TrainEvent::Step(s) if s.step == 5 => anyhow::bail!("killed"),
+            _ => Ok(()),
+        });
+        assert!(killed.is_err());
+        drop(first);
         let (_, _, data) = setup(&tc, &texts);
         let mut resumed = Trainer::<B>::resume(&dir, data, device).unwrap();
         assert_eq!(resumed.state.step, 4);
+        resumed.state.config.checkpoint_every = 0;
         let tail: Vec<f64> = (0..4).map(|_| resumed.step().loss).collect();
         std::fs::remove_dir_all(&dir).unwrap();
 
