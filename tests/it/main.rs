@@ -2,8 +2,10 @@
 //! this binary, and the runner binary (`interplay-under-test`, identical to `interplay`) running
 //! stages in child processes.
 
+mod cli;
 mod loading;
 mod pipeline_errors;
+mod reasoning_task;
 mod runs;
 mod scaffold;
 mod support;

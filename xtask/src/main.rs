@@ -5,7 +5,7 @@
 //! cargo xtask new-plugin <name> --kind stage|reward
 //! cargo xtask schema [--check]
 //! cargo xtask plugins
-//! cargo xtask bench model [--device D] [--json FILE]
+//! cargo xtask bench <target>            # e.g. cargo xtask bench tasks --json bench.json
 //! cargo xtask export-tiny <dir>
 //! ```
 
@@ -30,8 +30,10 @@ usage: cargo xtask <task>
         (--check: fail if the committed ones are stale)
   plugins
         build every plugin under plugins/ and list them (kind, version, ABI, devices)
-  bench <target>
-        benchmarks: `model` (bench-3m train/sample tok/s and peak RSS; [--device D] [--json FILE])
+  bench <target> [args]
+        benchmarks, in release mode: `tasks [--json FILE] [--problems N]` (problem generation and
+        completion verification throughput of the reasoning task); `model [--device D] [--json FILE]`
+        (bench-3m train/sample tok/s and peak RSS of the language model)
   export-tiny <dir>
         write a random tiny checkpoint in Hugging Face layout plus our logits (scripts/hf_parity.py)
 ";
@@ -180,9 +182,11 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
         .as_array()
         .is_some_and(|f| f.iter().any(|x| x == "cuda"));
 
-    // 3. Exactly those plugins, in one cargo invocation.
+    // 3. Exactly those plugins, in one cargo invocation that names the runner too: Cargo
+    //    unifies features per invocation, so a plugin built alone would rebuild shared
+    //    dependencies (syn, serde, ...) with other features; with the runner they stay cached.
     let mut build = cargo();
-    build.arg("build").args(profile_args);
+    build.args(["build", "-p", "interplay"]).args(profile_args);
     for p in &plugins {
         build.args(["-p", p]);
         if cuda && has_cuda_feature(p) {
@@ -297,7 +301,7 @@ fn plugins() -> anyhow::Result<()> {
 
 /// Benchmarks register here (`cargo xtask bench tasks`, `cargo xtask bench model`).
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    let registered: &[(&str, Bench)] = &[("model", lm_tasks::bench_model)];
+    let registered: &[(&str, Bench)] = &[("tasks", bench_tasks), ("model", lm_tasks::bench_model)];
     let Some((target, rest)) = args.split_first() else {
         bail!(
             "usage: cargo xtask bench <target>; registered: {}",
@@ -308,6 +312,34 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
         Some((_, f)) => f(rest),
         None => bail!("no benchmark `{target}`; registered: {}", names(registered)),
     }
+}
+
+/// `cargo xtask bench tasks [--json FILE] [--problems N]`: the reasoning task's generator and verifier
+/// throughput (`crates/task/examples/bench.rs`), built in release mode. `--json` writes
+/// `{"problems_per_s_one_core", "problems_per_s_all_cores", "verified_per_s", ...}`.
+fn bench_tasks(args: &[String]) -> anyhow::Result<()> {
+    let mut pass = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        pass.push(a.clone());
+        if a == "--json" {
+            let file = it.next().context("--json needs a file")?;
+            // cargo runs from the workspace root; keep the user's relative path relative to their cwd.
+            pass.push(std::env::current_dir()?.join(file).display().to_string());
+        }
+    }
+    run(cargo()
+        .args([
+            "run",
+            "--release",
+            "--quiet",
+            "-p",
+            "task",
+            "--example",
+            "bench",
+            "--",
+        ])
+        .args(&pass))
 }
 
 /// A benchmark entry point: gets the arguments after `cargo xtask bench <target>`.

@@ -8,6 +8,8 @@
 //! interplay describe example                           # one plugin's manifest and schema
 //! interplay schema --out schemas                       # JSON Schemas for editors
 //! interplay score --reward fixture-reward batch.jsonl  # score RewardSample lines directly
+//! interplay task gen --ops 2..=20 --per-op 100 --seed 7 --out problems.jsonl
+//! interplay task score --reward reward-process --input completions.jsonl --out scores.jsonl
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +23,8 @@ use clap::{Parser, Subcommand};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use pipeline::{ExecOptions, Observer, Pipeline, StageReport, StageStatus};
 use stage_api::{Event, Level, RewardSample};
+
+mod task_cmd;
 
 /// Ctrl-C presses; the executor forwards the first to the running stage and kills it on the second.
 static STOP: AtomicUsize = AtomicUsize::new(0);
@@ -124,6 +128,12 @@ enum Command {
         #[command(flatten)]
         plugins: PluginDirs,
     },
+    /// The reasoning task without a pipeline: `task gen` (problems) and `task score` (completions through a
+    /// reward plugin).
+    Task {
+        #[command(subcommand)]
+        cmd: task_cmd::TaskCommand,
+    },
     /// Score RewardSample JSON lines with a reward plugin; prints one score (or null) per line.
     Score {
         /// Reward plugin name.
@@ -188,6 +198,10 @@ fn dispatch(cli: Cli, argv: &[String]) -> anyhow::Result<ExitCode> {
             check,
             plugins,
         } => schema(&out, &only, check, &plugins.resolve()),
+        Command::Task { cmd } => {
+            task_cmd::run(cmd)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Score {
             reward,
             config,

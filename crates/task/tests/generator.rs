@@ -1,0 +1,323 @@
+//! Generator invariants over many seeds: op(G) is exactly the requested op, the gold solution parses back into the
+//! generator's own gold graph and verifies as perfect, values respect the filter, output is deterministic.
+
+use task::verify::{GoldGraph, VerifyOptions, score};
+use task::{Context, Letters, Mode, ProblemSpec, TaskConfig, generate, text};
+
+fn check(cfg: &TaskConfig, spec: ProblemSpec, seed: u64, index: u64) {
+    let p = generate(cfg, &spec, seed, index)
+        .unwrap_or_else(|e| panic!("{spec:?} seed {seed} index {index}: {e:#}"));
+    let ctx = || {
+        format!(
+            "{spec:?} seed {seed} index {index}\n{}\n{}\n{}",
+            p.problem, p.question, p.solution
+        )
+    };
+    assert_eq!(p.op, spec.op, "{}", ctx());
+    assert_eq!((p.context, p.mode, p.d), (spec.context, spec.mode, spec.d));
+    // The op(G) recomputed from the gold graph: in-degree of every node, a constant counted as one edge.
+    let gold = GoldGraph::from_solution(&p.solution).unwrap_or_else(|e| panic!("{e:#}\n{}", ctx()));
+    assert_eq!(gold.names.len(), p.gold.nodes.len(), "{}", ctx());
+    for (i, node) in p.gold.nodes.iter().enumerate() {
+        assert_eq!(gold.names[i], node.name, "{}", ctx());
+        let mut want: Vec<&str> = node.parents.iter().map(String::as_str).collect();
+        want.sort_unstable();
+        want.dedup();
+        let mut got: Vec<&str> = gold.parents[i]
+            .iter()
+            .map(|&j| gold.names[j as usize].as_str())
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "parents of {}\n{}", node.name, ctx());
+    }
+    assert_eq!(gold.answer, p.answer.to_string());
+    assert_eq!(
+        op_from_text(&p.solution, &gold),
+        spec.op,
+        "op recomputed from the text\n{}",
+        ctx()
+    );
+    assert!(
+        p.answer > 0 && p.answer <= cfg.max_value.max(cfg.modulus.unwrap_or(0)),
+        "{}",
+        ctx()
+    );
+    let opts = VerifyOptions {
+        check_arithmetic: true,
+        modulus: cfg.modulus,
+    };
+    for completion in [p.solution.clone(), text::target_completion(&p.solution)] {
+        let s = score(&gold, &completion, &opts);
+        assert!(
+            s.verified && s.strict && s.process == 1.0 && s.penalty == 0,
+            "{s:?}\n{}",
+            ctx()
+        );
+    }
+    // Every sentence ends with a period and the question names the answer's parameter.
+    assert!(
+        p.problem.ends_with('.') && p.question.ends_with('?'),
+        "{}",
+        ctx()
+    );
+    if spec.mode == Mode::Reverse {
+        assert!(
+            p.solution
+                .starts_with("The question is difficult, so we use equations to solve it. Define ")
+        );
+        assert!(
+            p.problem
+                .contains("exists, and its number is greater than 0")
+        );
+    }
+}
+
+/// op(G) read back from a solution: every node's parents, plus one edge for a node that uses a constant (a leaf
+/// `so L = 3`, a prefix `L = 4 * N` / `L = 2 + N`, or the reverse-mode unknown whose constant is hidden).
+fn op_from_text(solution: &str, gold: &GoldGraph) -> u32 {
+    let edges: usize = gold.parents.iter().map(Vec::len).sum();
+    let mut constants = 0;
+    for step in solution.split("Define ").skip(1) {
+        let step = step.split("We know").next().unwrap();
+        let body = &step[step.find(';').unwrap() + 1..];
+        let uses_constant = body.contains("we don't know")
+            || body.split(';').any(|clause| {
+                let rhs = clause.split(" = ").nth(1).unwrap_or("");
+                rhs.starts_with(|c: char| c.is_ascii_digit())
+            });
+        constants += uses_constant as usize;
+    }
+    (edges + constants) as u32
+}
+
+#[test]
+fn every_op_mode_context_paper_preset() {
+    let cfg = TaskConfig::paper();
+    for op in 2..=20 {
+        for mode in Mode::ALL {
+            for context in Context::ALL {
+                for index in 0..2 {
+                    check(
+                        &cfg,
+                        ProblemSpec {
+                            op,
+                            context,
+                            mode,
+                            d: 2,
+                        },
+                        11,
+                        index,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn depth_three() {
+    let cfg = TaskConfig::paper();
+    for op in [2, 3, 5, 8, 12, 16, 20] {
+        for mode in Mode::ALL {
+            for context in Context::ALL {
+                check(
+                    &cfg,
+                    ProblemSpec {
+                        op,
+                        context,
+                        mode,
+                        d: 3,
+                    },
+                    5,
+                    op as u64,
+                );
+            }
+        }
+    }
+    let p = generate(
+        &cfg,
+        &ProblemSpec {
+            op: 12,
+            context: Context::Zoo,
+            mode: Mode::Forward,
+            d: 3,
+        },
+        3,
+        0,
+    )
+    .unwrap();
+    assert!(
+        p.problem.contains("average number of newborn children per"),
+        "{}",
+        p.problem
+    );
+}
+
+#[test]
+fn many_seeds_low_and_high_ops() {
+    let cfg = TaskConfig::paper();
+    for seed in 0..40u64 {
+        let op = [2, 3, 4, 6, 9, 14, 19][(seed % 7) as usize];
+        let mode = Mode::ALL[(seed % 2) as usize];
+        check(
+            &cfg,
+            ProblemSpec {
+                op,
+                context: Context::ALL[(seed % 3) as usize],
+                mode,
+                d: 2,
+            },
+            1000 + seed,
+            seed,
+        );
+    }
+}
+
+#[test]
+fn cpu_preset_keeps_the_mechanics() {
+    let cfg = TaskConfig::cpu();
+    for op in 2..=20 {
+        for mode in Mode::ALL {
+            let spec = ProblemSpec {
+                op,
+                context: Context::ALL[op as usize % 3],
+                mode,
+                d: 2,
+            };
+            check(&cfg, spec, 3, 0);
+            let p = generate(&cfg, &spec, 3, 1).unwrap();
+            // Sequential letters: the first Define uses A (x is reserved in reverse mode).
+            let first = if mode == Mode::Forward {
+                " as A;"
+            } else {
+                " as x;"
+            };
+            assert!(p.solution.contains(first), "{}", p.solution);
+        }
+    }
+}
+
+#[test]
+fn modulus_23() {
+    let cfg = TaskConfig {
+        modulus: Some(23),
+        ..TaskConfig::paper()
+    };
+    for op in [2, 5, 9, 15] {
+        for seed in 0..3 {
+            check(
+                &cfg,
+                ProblemSpec {
+                    op,
+                    context: Context::Zoo,
+                    mode: Mode::Forward,
+                    d: 2,
+                },
+                seed,
+                0,
+            );
+        }
+    }
+    let spec = ProblemSpec {
+        op: 3,
+        context: Context::Zoo,
+        mode: Mode::Reverse,
+        d: 2,
+    };
+    assert!(
+        generate(&cfg, &spec, 0, 0).is_err(),
+        "reverse mode with a modulus must be refused"
+    );
+}
+
+#[test]
+fn letters_and_knobs() {
+    let cfg = TaskConfig {
+        letters: Letters::Sequential,
+        max_distractors: Some(0),
+        max_width: 2,
+        ..TaskConfig::paper()
+    };
+    for op in [2, 4, 7] {
+        let spec = ProblemSpec {
+            op,
+            context: Context::Teacher,
+            mode: Mode::Forward,
+            d: 2,
+        };
+        check(&cfg, spec, 9, 0);
+        let p = generate(&cfg, &spec, 9, 0).unwrap();
+        // No distractors: one sentence per instance parameter on the solution path.
+        let instance_steps = p
+            .gold
+            .nodes
+            .iter()
+            .filter(|n| !n.name.starts_with("total"))
+            .count();
+        assert_eq!(
+            p.problem.matches(". ").count() + 1,
+            instance_steps,
+            "{}",
+            p.problem
+        );
+    }
+    assert!(
+        TaskConfig {
+            max_width: 6,
+            ..TaskConfig::paper()
+        }
+        .validate()
+        .is_err()
+    );
+    assert!(TaskConfig::preset("nope").is_err());
+}
+
+#[test]
+fn deterministic_and_seed_sensitive() {
+    let cfg = TaskConfig::paper();
+    let spec = ProblemSpec {
+        op: 9,
+        context: Context::Movie,
+        mode: Mode::Reverse,
+        d: 2,
+    };
+    let a = generate(&cfg, &spec, 42, 3).unwrap();
+    let b = generate(&cfg, &spec, 42, 3).unwrap();
+    let c = generate(&cfg, &spec, 43, 3).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(a.problem, c.problem);
+}
+
+#[test]
+fn paper_worked_example_shapes() {
+    // Sentence and step templates of paper spec §2.4 appear verbatim across a sample.
+    let cfg = TaskConfig::paper();
+    let mut all = String::new();
+    for i in 0..60 {
+        let spec = ProblemSpec {
+            op: 2 + (i % 12) as u32,
+            context: Context::ALL[(i % 3) as usize],
+            mode: Mode::ALL[(i / 3 % 2) as usize],
+            d: 2,
+        };
+        let p = generate(&cfg, &spec, 8, i).unwrap();
+        all.push_str(&p.problem);
+        all.push_str(&p.question);
+        all.push_str(&p.solution);
+    }
+    for needle in [
+        "The number of ",
+        " equals the number of ",
+        " the sum of ",
+        " the difference between ",
+        " times the ",
+        " plus the ",
+        "What is the total number of ",
+        "How many ",
+        "We know ",
+        "Move all terms to one side: ",
+        "Solution: x = ",
+    ] {
+        assert!(all.contains(needle), "missing {needle:?}");
+    }
+}
