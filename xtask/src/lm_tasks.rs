@@ -8,7 +8,9 @@ use std::process::Command;
 
 /// `cargo xtask export-tiny DIR`.
 pub fn export_tiny(args: &[String]) -> Result<()> {
-    let [dir] = args else { bail!("usage: cargo xtask export-tiny DIR") };
+    let [dir] = args else {
+        bail!("usage: cargo xtask export-tiny DIR")
+    };
     lm_cli(&["export-tiny".to_string(), dir.clone()])
 }
 
@@ -22,7 +24,16 @@ pub fn bench_model(args: &[String]) -> Result<()> {
 fn lm_cli(args: &[String]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["run", "--quiet", "--release", "-p", "lm", "--bin", "lm-cli", "--"])
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "lm",
+            "--bin",
+            "lm-cli",
+            "--",
+        ])
         .args(args)
         .status()
         .context("running lm-cli")?;

@@ -5,8 +5,7 @@
 //! cargo xtask new-plugin <name> --kind stage|reward
 //! cargo xtask schema [--check]
 //! cargo xtask plugins
-//! cargo xtask bench tasks [--json FILE]
-//! cargo xtask bench model [--device D] [--json FILE]
+//! cargo xtask bench <target>            # e.g. cargo xtask bench tasks --json bench.json
 //! cargo xtask export-tiny <dir>
 //! ```
 
@@ -34,7 +33,7 @@ usage: cargo xtask <task>
   bench <target> [args]
         benchmarks, in release mode: `tasks [--json FILE] [--problems N]` (problem generation and
         completion verification throughput of the reasoning task); `model [--device D] [--json FILE]`
-        (bench-3m train/sample tok/s and peak RSS)
+        (bench-3m train/sample tok/s and peak RSS of the language model)
   export-tiny <dir>
         write a random tiny checkpoint in Hugging Face layout plus our logits (scripts/hf_parity.py)
 ";

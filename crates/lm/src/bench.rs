@@ -40,25 +40,56 @@ pub fn main(args: &[String]) -> Result<()> {
             "--device" => device = it.next().context("--device needs a value")?.parse()?,
             "--json" => json = Some(it.next().context("--json needs a file")?.clone()),
             "--preset" => preset = it.next().context("--preset needs a name")?.clone(),
-            "--dp" => dp = it.next().context("--dp needs a number")?.parse().context("--dp")?,
-            "--only" => only = Some(it.next().context("--only needs `train` or `sample`")?.clone()),
-            other => bail!("unknown argument `{other}`; expected --device D, --json FILE, --preset NAME, --only train|sample"),
+            "--dp" => {
+                dp = it
+                    .next()
+                    .context("--dp needs a number")?
+                    .parse()
+                    .context("--dp")?
+            }
+            "--only" => {
+                only = Some(
+                    it.next()
+                        .context("--only needs `train` or `sample`")?
+                        .clone(),
+                )
+            }
+            other => bail!(
+                "unknown argument `{other}`; expected --device D, --json FILE, --preset NAME, --only train|sample"
+            ),
         }
     }
     device.check_available()?;
     let cfg = ModelConfig::preset(&preset)?;
-    println!("bench {preset}: {} params, device {device:?}, rayon threads {}", cfg.num_params(), rayon::current_num_threads());
+    println!(
+        "bench {preset}: {} params, device {device:?}, rayon threads {}",
+        cfg.num_params(),
+        rayon::current_num_threads()
+    );
     let r = match device {
-        DeviceSpec::Cpu | DeviceSpec::CpuFlex => run::<Autodiff<CpuFlex>>(&cfg, Default::default(), only.as_deref(), dp),
-        DeviceSpec::CpuNdArray => run::<Autodiff<CpuNdArray>>(&cfg, Default::default(), only.as_deref(), dp),
+        DeviceSpec::Cpu | DeviceSpec::CpuFlex => {
+            run::<Autodiff<CpuFlex>>(&cfg, Default::default(), only.as_deref(), dp)
+        }
+        DeviceSpec::CpuNdArray => {
+            run::<Autodiff<CpuNdArray>>(&cfg, Default::default(), only.as_deref(), dp)
+        }
         #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => run::<Autodiff<crate::device::Gpu>>(&cfg, burn_cuda::CudaDevice::new(i), only.as_deref(), dp),
+        DeviceSpec::Cuda(i) => run::<Autodiff<crate::device::Gpu>>(
+            &cfg,
+            burn_cuda::CudaDevice::new(i),
+            only.as_deref(),
+            dp,
+        ),
         #[cfg(not(feature = "cuda"))]
         DeviceSpec::Cuda(_) => unreachable!("check_available rejects CUDA without the feature"),
     };
     println!("RESULT train tok/s={:.0}", r.train_tokens_per_s);
     println!("RESULT sample tok/s={:.0}", r.sample_tokens_per_s);
-    println!("RESULT peak_rss_bytes={} ({:.0} MiB)", r.peak_rss_bytes, r.peak_rss_bytes as f64 / (1 << 20) as f64);
+    println!(
+        "RESULT peak_rss_bytes={} ({:.0} MiB)",
+        r.peak_rss_bytes,
+        r.peak_rss_bytes as f64 / (1 << 20) as f64
+    );
     if let Some(path) = json {
         let v = serde_json::json!({
             "config": preset,
@@ -68,17 +99,27 @@ pub fn main(args: &[String]) -> Result<()> {
             "sample_tokens_per_s": r.sample_tokens_per_s,
             "peak_rss_bytes": r.peak_rss_bytes,
         });
-        std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n").with_context(|| format!("writing {path}"))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&v)? + "\n")
+            .with_context(|| format!("writing {path}"))?;
     }
     Ok(())
 }
 
 /// `only`: `Some("train")` or `Some("sample")` skips the other half (its figure is reported as 0).
-pub fn run<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device, only: Option<&str>, dp: usize) -> BenchResult {
+pub fn run<B: AutodiffBackend>(
+    cfg: &ModelConfig,
+    device: B::Device,
+    only: Option<&str>,
+    dp: usize,
+) -> BenchResult {
     let mut rng = Rng::new(0);
     // Random tokens, as the peer uses: enough whole blocks for every step.
     let docs: Vec<Vec<u32>> = (0..TRAIN_STEPS * TRAIN_BATCH + 1)
-        .map(|_| (0..TRAIN_SEQ).map(|_| 10 + rng.below(cfg.vocab_size - 10) as u32).collect())
+        .map(|_| {
+            (0..TRAIN_SEQ)
+                .map(|_| 10 + rng.below(cfg.vocab_size - 10) as u32)
+                .collect()
+        })
         .collect();
     let data = PackedData::new(docs, LossOn::All, TRAIN_SEQ, 0, false);
     let tc = TrainConfig {
@@ -97,14 +138,24 @@ pub fn run<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device, only: Optio
         data_parallel: dp,
         ..Default::default()
     };
-    let mut trainer = Trainer::<B>::new(Qwen2::init(cfg, 0, &device), cfg.clone(), tc, data, device);
+    let mut trainer =
+        Trainer::<B>::new(Qwen2::init(cfg, 0, &device), cfg.clone(), tc, data, device);
     let mut times = vec![];
-    let steps = if only == Some("sample") { 0 } else { TRAIN_STEPS };
+    let steps = if only == Some("sample") {
+        0
+    } else {
+        TRAIN_STEPS
+    };
     for _ in 0..steps {
         let t0 = Instant::now();
         let s = trainer.step();
         times.push(t0.elapsed().as_secs_f64());
-        println!("  train step {} loss {:.4} {:.3}s", s.step, s.loss, times.last().unwrap());
+        println!(
+            "  train step {} loss {:.4} {:.3}s",
+            s.step,
+            s.loss,
+            times.last().unwrap()
+        );
     }
     let train_tokens_per_s = if steps == 0 {
         0.0
@@ -113,25 +164,48 @@ pub fn run<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device, only: Optio
         (TRAIN_BATCH * TRAIN_SEQ) as f64 / step
     };
     if only == Some("train") {
-        return BenchResult { train_tokens_per_s, sample_tokens_per_s: 0.0, peak_rss_bytes: peak_rss() };
+        return BenchResult {
+            train_tokens_per_s,
+            sample_tokens_per_s: 0.0,
+            peak_rss_bytes: peak_rss(),
+        };
     }
 
     let model = trainer.model.valid();
-    let prompts: Vec<Vec<u32>> =
-        (0..GEN_BATCH).map(|_| (0..GEN_PROMPT).map(|_| rng.below(cfg.vocab_size) as u32).collect()).collect();
-    let sc = SampleConfig { max_new_tokens: GEN_NEW, temperature: 1.0, top_k: 0, top_p: 1.0, stop_tokens: vec![] };
+    let prompts: Vec<Vec<u32>> = (0..GEN_BATCH)
+        .map(|_| {
+            (0..GEN_PROMPT)
+                .map(|_| rng.below(cfg.vocab_size) as u32)
+                .collect()
+        })
+        .collect();
+    let sc = SampleConfig {
+        max_new_tokens: GEN_NEW,
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 1.0,
+        stop_tokens: vec![],
+    };
     let t0 = Instant::now();
     let out = generate(&model, &prompts, &sc, &mut rng);
     let dt = t0.elapsed().as_secs_f64();
     let new: usize = out.iter().map(|s| s.tokens.len()).sum();
     println!("  sampled {new} tokens in {dt:.2}s");
-    BenchResult { train_tokens_per_s, sample_tokens_per_s: new as f64 / dt, peak_rss_bytes: peak_rss() }
+    BenchResult {
+        train_tokens_per_s,
+        sample_tokens_per_s: new as f64 / dt,
+        peak_rss_bytes: peak_rss(),
+    }
 }
 
 /// Peak resident set size of this process (VmHWM), 0 where /proc is unavailable.
 pub fn peak_rss() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb * 1024)
 }

@@ -7,8 +7,8 @@ use crate::model::{HostParam, Qwen2};
 use crate::tokenizer::{BOS_ID, EOS_ID, PAD_ID};
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::backend::Backend;
-use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -30,7 +30,9 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 
 /// Columns `c0..c0+n` of a row-major `[rows, cols]` matrix.
 fn columns(v: &[f32], rows: usize, cols: usize, c0: usize, n: usize) -> Vec<f32> {
-    (0..rows).flat_map(|r| v[r * cols + c0..r * cols + c0 + n].iter().copied()).collect()
+    (0..rows)
+        .flat_map(|r| v[r * cols + c0..r * cols + c0 + n].iter().copied())
+        .collect()
 }
 
 /// Our internal tensors -> HF Qwen2 tensors.
@@ -39,36 +41,89 @@ pub fn to_hf(cfg: &ModelConfig, params: &[HostParam]) -> Vec<HfTensor> {
     let (qn, kvn) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
     let by_name: HashMap<&str, &HostParam> = params.iter().map(|p| (p.0.as_str(), p)).collect();
     let get = |n: &str| &by_name[n].2;
-    let mut out: Vec<HfTensor> = vec![("model.embed_tokens.weight".into(), vec![cfg.vocab_size, h], get("embed").clone())];
+    let mut out: Vec<HfTensor> = vec![(
+        "model.embed_tokens.weight".into(),
+        vec![cfg.vocab_size, h],
+        get("embed").clone(),
+    )];
     for i in 0..cfg.num_hidden_layers {
         let p = |n: &str| format!("layers.{i}.{n}");
         let hf = |n: &str| format!("model.layers.{i}.{n}");
         let wqkv = get(&p("wqkv"));
         let width = qn + 2 * kvn;
         let bqkv = get(&p("bqkv"));
-        for (name, c0, n) in [("q_proj", 0, qn), ("k_proj", qn, kvn), ("v_proj", qn + kvn, kvn)] {
-            out.push((hf(&format!("self_attn.{name}.weight")), vec![n, h], transpose(&columns(wqkv, h, width, c0, n), h, n)));
-            out.push((hf(&format!("self_attn.{name}.bias")), vec![n], bqkv[c0..c0 + n].to_vec()));
+        for (name, c0, n) in [
+            ("q_proj", 0, qn),
+            ("k_proj", qn, kvn),
+            ("v_proj", qn + kvn, kvn),
+        ] {
+            out.push((
+                hf(&format!("self_attn.{name}.weight")),
+                vec![n, h],
+                transpose(&columns(wqkv, h, width, c0, n), h, n),
+            ));
+            out.push((
+                hf(&format!("self_attn.{name}.bias")),
+                vec![n],
+                bqkv[c0..c0 + n].to_vec(),
+            ));
         }
-        out.push((hf("self_attn.o_proj.weight"), vec![h, qn], transpose(get(&p("wo")), qn, h)));
-        out.push((hf("input_layernorm.weight"), vec![h], get(&p("attn_norm")).clone()));
-        out.push((hf("post_attention_layernorm.weight"), vec![h], get(&p("mlp_norm")).clone()));
+        out.push((
+            hf("self_attn.o_proj.weight"),
+            vec![h, qn],
+            transpose(get(&p("wo")), qn, h),
+        ));
+        out.push((
+            hf("input_layernorm.weight"),
+            vec![h],
+            get(&p("attn_norm")).clone(),
+        ));
+        out.push((
+            hf("post_attention_layernorm.weight"),
+            vec![h],
+            get(&p("mlp_norm")).clone(),
+        ));
         let gu = get(&p("wgate_up"));
-        out.push((hf("mlp.gate_proj.weight"), vec![f, h], transpose(&columns(gu, h, 2 * f, 0, f), h, f)));
-        out.push((hf("mlp.up_proj.weight"), vec![f, h], transpose(&columns(gu, h, 2 * f, f, f), h, f)));
-        out.push((hf("mlp.down_proj.weight"), vec![h, f], transpose(get(&p("wdown")), f, h)));
+        out.push((
+            hf("mlp.gate_proj.weight"),
+            vec![f, h],
+            transpose(&columns(gu, h, 2 * f, 0, f), h, f),
+        ));
+        out.push((
+            hf("mlp.up_proj.weight"),
+            vec![f, h],
+            transpose(&columns(gu, h, 2 * f, f, f), h, f),
+        ));
+        out.push((
+            hf("mlp.down_proj.weight"),
+            vec![h, f],
+            transpose(get(&p("wdown")), f, h),
+        ));
     }
-    out.push(("model.norm.weight".into(), vec![h], get("final_norm").clone()));
+    out.push((
+        "model.norm.weight".into(),
+        vec![h],
+        get("final_norm").clone(),
+    ));
     out
 }
 
 /// HF Qwen2 tensors -> our internal tensors (canonical order).
-pub fn from_hf(cfg: &ModelConfig, mut hf: HashMap<String, (Vec<usize>, Vec<f32>)>, origin: &str) -> Result<Vec<HostParam>> {
+pub fn from_hf(
+    cfg: &ModelConfig,
+    mut hf: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    origin: &str,
+) -> Result<Vec<HostParam>> {
     let (h, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
     let (qn, kvn) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
     let mut take = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
-        let (s, v) = hf.remove(name).with_context(|| format!("{origin}: missing tensor `{name}`"))?;
-        ensure!(s == shape, "{origin}: tensor `{name}` has shape {s:?}, expected {shape:?}");
+        let (s, v) = hf
+            .remove(name)
+            .with_context(|| format!("{origin}: missing tensor `{name}`"))?;
+        ensure!(
+            s == shape,
+            "{origin}: tensor `{name}` has shape {s:?}, expected {shape:?}"
+        );
         Ok(v)
     };
     let embed = take("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
@@ -80,8 +135,16 @@ pub fn from_hf(cfg: &ModelConfig, mut hf: HashMap<String, (Vec<usize>, Vec<f32>)
         let width = qn + 2 * kvn;
         let mut wqkv = vec![0.0; h * width];
         let mut bqkv = Vec::with_capacity(width);
-        for (name, c0, n) in [("q_proj", 0, qn), ("k_proj", qn, kvn), ("v_proj", qn + kvn, kvn)] {
-            let w = transpose(&take(&hf(&format!("self_attn.{name}.weight")), &[n, h])?, n, h); // [h, n]
+        for (name, c0, n) in [
+            ("q_proj", 0, qn),
+            ("k_proj", qn, kvn),
+            ("v_proj", qn + kvn, kvn),
+        ] {
+            let w = transpose(
+                &take(&hf(&format!("self_attn.{name}.weight")), &[n, h])?,
+                n,
+                h,
+            ); // [h, n]
             for r in 0..h {
                 wqkv[r * width + c0..r * width + c0 + n].copy_from_slice(&w[r * n..(r + 1) * n]);
             }
@@ -107,12 +170,22 @@ pub fn from_hf(cfg: &ModelConfig, mut hf: HashMap<String, (Vec<usize>, Vec<f32>)
             (p("wdown"), [f, h], wdown),
         ]);
     }
-    out.push(("final_norm".into(), [1, h], take("model.norm.weight", &[h])?));
+    out.push((
+        "final_norm".into(),
+        [1, h],
+        take("model.norm.weight", &[h])?,
+    ));
     if let Some((_, head)) = hf.remove("lm_head.weight") {
-        ensure!(head == embed, "{origin}: `lm_head.weight` differs from the embeddings; untied heads are not supported");
+        ensure!(
+            head == embed,
+            "{origin}: `lm_head.weight` differs from the embeddings; untied heads are not supported"
+        );
     }
     if let Some(extra) = hf.keys().next() {
-        bail!("{origin}: unexpected tensor `{extra}` ({} unexpected in all)", hf.len());
+        bail!(
+            "{origin}: unexpected tensor `{extra}` ({} unexpected in all)",
+            hf.len()
+        );
     }
     Ok(out)
 }
@@ -121,7 +194,11 @@ pub fn from_hf(cfg: &ModelConfig, mut hf: HashMap<String, (Vec<usize>, Vec<f32>)
 pub fn save_model<B: Backend>(dir: &Path, model: &Qwen2<B>, cfg: &ModelConfig) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let hf = to_hf(cfg, &model.to_host(cfg));
-    write_safetensors(&dir.join(WEIGHTS_FILE), &hf, Some(HashMap::from([("format".to_string(), "pt".to_string())])))?;
+    write_safetensors(
+        &dir.join(WEIGHTS_FILE),
+        &hf,
+        Some(HashMap::from([("format".to_string(), "pt".to_string())])),
+    )?;
     let json = serde_json::to_string_pretty(&cfg.to_hf_json(BOS_ID, EOS_ID, PAD_ID))?;
     let path = dir.join(CONFIG_FILE);
     std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))
@@ -133,17 +210,27 @@ pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ModelCo
     let path = dir.join(WEIGHTS_FILE);
     let tensors = read_safetensors(&path)?;
     let params = from_hf(&cfg, tensors, &path.display().to_string())?;
-    let model = Qwen2::from_host(&cfg, params, device).with_context(|| format!("building the model from {}", path.display()))?;
+    let model = Qwen2::from_host(&cfg, params, device)
+        .with_context(|| format!("building the model from {}", path.display()))?;
     Ok((cfg, model))
 }
 
 /// Writes f32 tensors to a safetensors file.
-pub fn write_safetensors(path: &Path, tensors: &[HfTensor], metadata: Option<HashMap<String, String>>) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[HfTensor],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
     let views = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), b)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?)))
+        .map(|((name, shape, _), b)| {
+            Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), b)?))
+        })
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, metadata).context("serialising safetensors")?;
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
@@ -152,15 +239,28 @@ pub fn write_safetensors(path: &Path, tensors: &[HfTensor], metadata: Option<Has
 /// Reads every tensor of a safetensors file as f32 (f32, f16 and bf16 accepted).
 pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&data).with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let st = SafeTensors::deserialize(&data)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let values: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            other => bail!("{}: tensor `{name}` has dtype {other:?}; expected F32, BF16 or F16", path.display()),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::BF16 => raw
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            Dtype::F16 => raw
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            other => bail!(
+                "{}: tensor `{name}` has dtype {other:?}; expected F32, BF16 or F16",
+                path.display()
+            ),
         };
         out.insert(name, (view.shape().to_vec(), values));
     }
@@ -202,8 +302,14 @@ mod tests {
         save_model(&dir, &m, &cfg).unwrap();
         let names = read_safetensors(&dir.join(WEIGHTS_FILE)).unwrap();
         assert!(names.contains_key("model.layers.1.self_attn.k_proj.bias"));
-        assert_eq!(names["model.layers.0.self_attn.k_proj.weight"].0, vec![16, 32]);
-        assert!(!names.contains_key("lm_head.weight"), "tied head is not stored (as transformers does)");
+        assert_eq!(
+            names["model.layers.0.self_attn.k_proj.weight"].0,
+            vec![16, 32]
+        );
+        assert!(
+            !names.contains_key("lm_head.weight"),
+            "tied head is not stored (as transformers does)"
+        );
         let (cfg2, m2) = load_model::<Cpu>(&dir, &Default::default()).unwrap();
         assert_eq!(cfg2, cfg);
         assert_eq!(m.to_host(&cfg), m2.to_host(&cfg));
@@ -212,7 +318,13 @@ mod tests {
 
     #[test]
     fn f16_conversion_matches_known_values() {
-        for (h, f) in [(0x3c00u16, 1.0f32), (0xc000, -2.0), (0x3555, 0.333_251_95), (0x0001, 5.960_464_5e-8), (0x7bff, 65504.0)] {
+        for (h, f) in [
+            (0x3c00u16, 1.0f32),
+            (0xc000, -2.0),
+            (0x3555, 0.333_251_95),
+            (0x0001, 5.960_464_5e-8),
+            (0x7bff, 65504.0),
+        ] {
             assert_eq!(f16_to_f32(h), f, "{h:#x}");
         }
     }

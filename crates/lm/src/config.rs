@@ -19,7 +19,13 @@ pub struct ModelConfig {
 }
 
 /// Preset names accepted by [`ModelConfig::preset`].
-pub const PRESETS: &[&str] = &["tiny-test", "tiny-1m", "bench-3m", "small-10m", "paper-100m"];
+pub const PRESETS: &[&str] = &[
+    "tiny-test",
+    "tiny-1m",
+    "bench-3m",
+    "small-10m",
+    "paper-100m",
+];
 
 impl ModelConfig {
     /// Named shapes, smallest first. `vocab_size` is a default; callers set it from their tokenizer.
@@ -43,7 +49,10 @@ impl ModelConfig {
             "bench-3m" => base(512, 256, 4, 4, 2, 688),
             "small-10m" => base(2200, 384, 6, 6, 2, 1024),
             // spec §4.1: the paper's ~100M Qwen2.
-            "paper-100m" => ModelConfig { max_position_embeddings: 2048, ..base(2200, 768, 12, 12, 2, 3072) },
+            "paper-100m" => ModelConfig {
+                max_position_embeddings: 2048,
+                ..base(2200, 768, 12, 12, 2, 3072)
+            },
             other => bail!("unknown model preset `{other}`; expected one of {PRESETS:?}"),
         })
     }
@@ -65,14 +74,22 @@ impl ModelConfig {
             self.hidden_size,
             self.num_attention_heads
         );
-        ensure!(self.head_dim() % 2 == 0, "head_dim {} must be even for RoPE", self.head_dim());
         ensure!(
-            self.num_key_value_heads > 0 && self.num_attention_heads % self.num_key_value_heads == 0,
+            self.head_dim() % 2 == 0,
+            "head_dim {} must be even for RoPE",
+            self.head_dim()
+        );
+        ensure!(
+            self.num_key_value_heads > 0
+                && self.num_attention_heads % self.num_key_value_heads == 0,
             "num_attention_heads {} must be a multiple of num_key_value_heads {}",
             self.num_attention_heads,
             self.num_key_value_heads
         );
-        ensure!(self.num_hidden_layers > 0 && self.intermediate_size > 0, "layers and intermediate_size must be > 0");
+        ensure!(
+            self.num_hidden_layers > 0 && self.intermediate_size > 0,
+            "layers and intermediate_size must be > 0"
+        );
         Ok(())
     }
 
@@ -113,43 +130,64 @@ impl ModelConfig {
 
     /// Reads a Hugging Face Qwen2 `config.json`, rejecting features this model does not implement.
     pub fn from_hf_json_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let v: serde_json::Value =
-            serde_json::from_str(&text).with_context(|| format!("parsing {} as JSON", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} as JSON", path.display()))?;
         let field = |name: &str| -> Result<&serde_json::Value> {
-            v.get(name).with_context(|| format!("{}: missing field `{name}`", path.display()))
+            v.get(name)
+                .with_context(|| format!("{}: missing field `{name}`", path.display()))
         };
         let uint = |name: &str| -> Result<usize> {
-            field(name)?
-                .as_u64()
-                .map(|x| x as usize)
-                .with_context(|| format!("{}: field `{name}` must be a non-negative integer", path.display()))
+            field(name)?.as_u64().map(|x| x as usize).with_context(|| {
+                format!(
+                    "{}: field `{name}` must be a non-negative integer",
+                    path.display()
+                )
+            })
         };
         let float = |name: &str, default: f64| -> Result<f64> {
             match v.get(name) {
                 None => Ok(default),
-                Some(x) => x.as_f64().with_context(|| format!("{}: field `{name}` must be a number", path.display())),
+                Some(x) => x.as_f64().with_context(|| {
+                    format!("{}: field `{name}` must be a number", path.display())
+                }),
             }
         };
         if let Some(mt) = v.get("model_type").and_then(|x| x.as_str()) {
-            ensure!(mt == "qwen2", "{}: model_type is `{mt}`, expected `qwen2`", path.display());
+            ensure!(
+                mt == "qwen2",
+                "{}: model_type is `{mt}`, expected `qwen2`",
+                path.display()
+            );
         }
         // transformers defaults `tie_word_embeddings` to false for Qwen2; this model always ties.
-        let tied = v.get("tie_word_embeddings").and_then(|x| x.as_bool()).unwrap_or(false);
-        ensure!(tied, "{}: field `tie_word_embeddings` must be true (untied heads are not supported)", path.display());
+        let tied = v
+            .get("tie_word_embeddings")
+            .and_then(|x| x.as_bool())
+            .unwrap_or(false);
+        ensure!(
+            tied,
+            "{}: field `tie_word_embeddings` must be true (untied heads are not supported)",
+            path.display()
+        );
         let heads = uint("num_attention_heads")?;
         let cfg = ModelConfig {
             vocab_size: uint("vocab_size")?,
             hidden_size: uint("hidden_size")?,
             num_hidden_layers: uint("num_hidden_layers")?,
             num_attention_heads: heads,
-            num_key_value_heads: v.get("num_key_value_heads").and_then(|x| x.as_u64()).map_or(heads, |x| x as usize),
+            num_key_value_heads: v
+                .get("num_key_value_heads")
+                .and_then(|x| x.as_u64())
+                .map_or(heads, |x| x as usize),
             intermediate_size: uint("intermediate_size")?,
             rms_norm_eps: float("rms_norm_eps", 1e-6)?,
             rope_theta: float("rope_theta", 10000.0)?,
             max_position_embeddings: uint("max_position_embeddings")?,
         };
-        cfg.validate().with_context(|| format!("{}: invalid Qwen2 shapes", path.display()))?;
+        cfg.validate()
+            .with_context(|| format!("{}: invalid Qwen2 shapes", path.display()))?;
         Ok(cfg)
     }
 }

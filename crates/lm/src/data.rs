@@ -70,7 +70,11 @@ pub struct Batch {
 impl Batch {
     /// Splits the rows into `n` equal consecutive shards (`n` must divide `rows`).
     pub fn split(&self, n: usize) -> Vec<Batch> {
-        assert!(n > 0 && self.rows % n == 0, "{n} shards of {} rows", self.rows);
+        assert!(
+            n > 0 && self.rows % n == 0,
+            "{n} shards of {} rows",
+            self.rows
+        );
         let (r, len) = (self.rows / n, self.rows / n * self.seq_len);
         (0..n)
             .map(|i| Batch {
@@ -98,7 +102,13 @@ pub struct PackedData {
 impl PackedData {
     /// `docs` must each end with `[EOS]` (appended here when missing). `shuffle = false` keeps the order
     /// (for held-out data, so evaluation always reads the same blocks).
-    pub fn new(docs: Vec<Vec<u32>>, loss_on: LossOn, seq_len: usize, seed: u64, shuffle: bool) -> Self {
+    pub fn new(
+        docs: Vec<Vec<u32>>,
+        loss_on: LossOn,
+        seq_len: usize,
+        seed: u64,
+        shuffle: bool,
+    ) -> Self {
         assert!(!docs.is_empty(), "no documents");
         let docs = docs
             .into_iter()
@@ -110,7 +120,15 @@ impl PackedData {
                 (d, flags)
             })
             .collect();
-        PackedData { docs, seq_len, seed, shuffle, stream: vec![], stream_epoch: None, cursor: Cursor { epoch: 0, block: 0 } }
+        PackedData {
+            docs,
+            seq_len,
+            seed,
+            shuffle,
+            stream: vec![],
+            stream_epoch: None,
+            cursor: Cursor { epoch: 0, block: 0 },
+        }
     }
 
     pub fn num_tokens(&self) -> usize {
@@ -133,25 +151,40 @@ impl PackedData {
         self.stream.clear();
         for i in order {
             let (ids, flags) = &self.docs[i];
-            self.stream.extend(ids.iter().copied().zip(flags.iter().copied()));
+            self.stream
+                .extend(ids.iter().copied().zip(flags.iter().copied()));
         }
         self.stream_epoch = Some(epoch);
     }
 
     /// The next `rows` blocks, advancing the cursor (and the epoch when the stream runs out).
     pub fn next_batch(&mut self, rows: usize) -> Batch {
-        assert!(self.blocks_per_epoch() > 0, "corpus shorter than one block of {} tokens", self.seq_len + 1);
+        assert!(
+            self.blocks_per_epoch() > 0,
+            "corpus shorter than one block of {} tokens",
+            self.seq_len + 1
+        );
         let t = self.seq_len;
-        let mut b = Batch { rows, seq_len: t, inputs: vec![], targets: vec![], weights: vec![] };
+        let mut b = Batch {
+            rows,
+            seq_len: t,
+            inputs: vec![],
+            targets: vec![],
+            weights: vec![],
+        };
         for _ in 0..rows {
             if self.cursor.block >= self.blocks_per_epoch() {
-                self.cursor = Cursor { epoch: self.cursor.epoch + 1, block: 0 };
+                self.cursor = Cursor {
+                    epoch: self.cursor.epoch + 1,
+                    block: 0,
+                };
             }
             self.ensure_stream(self.cursor.epoch);
             let block = &self.stream[self.cursor.block * t..self.cursor.block * t + t + 1];
             b.inputs.extend(block[..t].iter().map(|x| x.0 as i32));
             b.targets.extend(block[1..].iter().map(|x| x.0 as i32));
-            b.weights.extend(block[1..].iter().map(|x| if x.1 { 1.0 } else { 0.0 }));
+            b.weights
+                .extend(block[1..].iter().map(|x| if x.1 { 1.0 } else { 0.0 }));
             self.cursor.block += 1;
         }
         b
@@ -167,17 +200,31 @@ mod tests {
         // <question> q </question> <solution> s </solution> <answer> a </answer> [EOS] <question> ...
         let ids = [4, 20, 5, 6, 21, 7, 8, 22, 9, 3, 4, 23];
         let f = loss_flags(&ids, LossOn::Solution);
-        assert_eq!(f, [false, false, false, false, true, true, true, true, true, true, false, false]);
+        assert_eq!(
+            f,
+            [
+                false, false, false, false, true, true, true, true, true, true, false, false
+            ]
+        );
         assert!(loss_flags(&ids, LossOn::All).iter().all(|&x| x));
     }
 
     #[test]
     fn blocks_tile_the_stream_and_a_restored_cursor_reads_the_same_blocks() {
-        let docs: Vec<Vec<u32>> = (0..20u32).map(|i| (0..(5 + i % 7)).map(|j| 10 + i * 10 + j).collect()).collect();
+        let docs: Vec<Vec<u32>> = (0..20u32)
+            .map(|i| (0..(5 + i % 7)).map(|j| 10 + i * 10 + j).collect())
+            .collect();
         let mut a = PackedData::new(docs.clone(), LossOn::All, 8, 5, true);
         let first = a.next_batch(3);
-        assert_eq!(first.inputs[1..8], first.targets[..7], "targets are inputs shifted by one");
-        assert_eq!(first.targets[7], first.inputs[8], "consecutive blocks overlap by one token");
+        assert_eq!(
+            first.inputs[1..8],
+            first.targets[..7],
+            "targets are inputs shifted by one"
+        );
+        assert_eq!(
+            first.targets[7], first.inputs[8],
+            "consecutive blocks overlap by one token"
+        );
         for _ in 0..10 {
             a.next_batch(4);
         }

@@ -32,7 +32,9 @@ impl FromStr for DeviceSpec {
             "cuda" => DeviceSpec::Cuda(0),
             _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(i)) => DeviceSpec::Cuda(i),
-                _ => bail!("unknown device `{s}`; expected `cpu`, `cpu-flex`, `cpu-ndarray`, `cuda` or `cuda:N`"),
+                _ => bail!(
+                    "unknown device `{s}`; expected `cpu`, `cpu-flex`, `cpu-ndarray`, `cuda` or `cuda:N`"
+                ),
             },
         })
     }
@@ -50,13 +52,16 @@ impl DeviceSpec {
 
 #[cfg(not(feature = "cuda"))]
 fn cuda_check(_index: usize) -> Result<()> {
-    bail!("device `cuda` requested, but this build has no CUDA support: rebuild with `--features cuda`")
+    bail!(
+        "device `cuda` requested, but this build has no CUDA support: rebuild with `--features cuda`"
+    )
 }
 
 #[cfg(feature = "cuda")]
 fn cuda_check(index: usize) -> Result<()> {
     // burn-cuda loads libcuda dynamically and panics when the driver or device is missing; probe first.
-    let count = cuda_device_count().map_err(|e| anyhow::anyhow!("device `cuda:{index}` requested, but {e}"))?;
+    let count = cuda_device_count()
+        .map_err(|e| anyhow::anyhow!("device `cuda:{index}` requested, but {e}"))?;
     if index >= count {
         bail!("device `cuda:{index}` requested, but only {count} CUDA device(s) are present");
     }
@@ -75,7 +80,8 @@ fn cuda_device_count() -> std::result::Result<usize, String> {
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.strip_prefix("nvidia").is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit()))
+            name.strip_prefix("nvidia")
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|c| c.is_ascii_digit()))
         })
         .count();
     if n == 0 {

@@ -42,23 +42,59 @@ impl HostModel {
                 wdown: next(),
             })
             .collect();
-        HostModel { cfg: cfg.clone(), embed, layers, final_norm: next() }
+        HostModel {
+            cfg: cfg.clone(),
+            embed,
+            layers,
+            final_norm: next(),
+        }
     }
 }
 
 /// `out[m, n] (+)= a[m, k] · b`, with `b` either `[k, n]` or, when `b_t`, `[n, k]` (row-major).
-fn matmul(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b_t: bool, accumulate: bool) {
+fn matmul(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    b_t: bool,
+    accumulate: bool,
+) {
     assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
-    let (rhs_cs, rhs_rs) = if b_t { (k as isize, 1) } else { (1, n as isize) };
-    let par = if m * n * k >= 1 << 18 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let (rhs_cs, rhs_rs) = if b_t {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
+    let par = if m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
     // SAFETY: the slices hold at least the accessed extents (asserted above) and do not alias.
     unsafe {
         gemm::gemm(
-            m, n, k,
-            out.as_mut_ptr(), 1, n as isize, accumulate,
-            a.as_ptr(), 1, k as isize,
-            b.as_ptr(), rhs_cs, rhs_rs,
-            1.0, 1.0, false, false, false, par,
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
         );
     }
 }
@@ -69,7 +105,8 @@ fn matmul(out: &mut [f32], a: &[f32], b: &[f32], m: usize, k: usize, n: usize, b
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the features were detected at run time.
             return unsafe { dot_avx2(a, b) };
         }
@@ -87,7 +124,12 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
 fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (x, y) in ca.zip(cb) {
         for i in 0..16 {
             acc[i] = x[i].mul_add(y[i], acc[i]);
@@ -101,7 +143,8 @@ fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
 fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the features were detected at run time.
             return unsafe { axpy_avx2(o, w, v) };
         }
@@ -124,13 +167,15 @@ fn axpy_generic(o: &mut [f32], w: f32, v: &[f32]) {
 
 fn rms_norm_rows(x: &[f32], w: &[f32], eps: f64, out: &mut [f32]) {
     let h = w.len();
-    out.par_chunks_mut(h).zip(x.par_chunks(h)).for_each(|(o, r)| {
-        let ms = r.iter().map(|v| v * v).sum::<f32>() / h as f32;
-        let inv = 1.0 / (ms + eps as f32).sqrt();
-        for ((o, v), w) in o.iter_mut().zip(r).zip(w) {
-            *o = v * inv * w;
-        }
-    });
+    out.par_chunks_mut(h)
+        .zip(x.par_chunks(h))
+        .for_each(|(o, r)| {
+            let ms = r.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            let inv = 1.0 / (ms + eps as f32).sqrt();
+            for ((o, v), w) in o.iter_mut().zip(r).zip(w) {
+                *o = v * inv * w;
+            }
+        });
 }
 
 /// KV cache + running state for one batch of rows.
@@ -151,13 +196,19 @@ impl<'m> HostDecoder<'m> {
         let c = &m.cfg;
         let hd = c.head_dim();
         let size = rows * c.num_key_value_heads * capacity * hd;
-        let inv_freq = (0..hd / 2).map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / hd as f32)).collect();
+        let inv_freq = (0..hd / 2)
+            .map(|i| 1.0 / (c.rope_theta as f32).powf((2 * i) as f32 / hd as f32))
+            .collect();
         HostDecoder {
             m,
             rows,
             cap: capacity,
             len: 0,
-            pad: if left_pad.is_empty() { vec![0; rows] } else { left_pad.to_vec() },
+            pad: if left_pad.is_empty() {
+                vec![0; rows]
+            } else {
+                left_pad.to_vec()
+            },
             k: (0..c.num_hidden_layers).map(|_| vec![0.0; size]).collect(),
             v: (0..c.num_hidden_layers).map(|_| vec![0.0; size]).collect(),
             inv_freq,
@@ -192,12 +243,21 @@ impl<'m> HostDecoder<'m> {
     pub fn forward(&mut self, tokens: &[u32], t: usize) -> Vec<f32> {
         let c = &self.m.cfg;
         let (rows, h, hd) = (self.rows, c.hidden_size, c.head_dim());
-        let (nh, nkv, f, vocab) = (c.num_attention_heads, c.num_key_value_heads, c.intermediate_size, c.vocab_size);
+        let (nh, nkv, f, vocab) = (
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.intermediate_size,
+            c.vocab_size,
+        );
         let g = nh / nkv;
         let n = rows * t;
         assert_eq!(tokens.len(), n);
         let pos0 = self.len;
-        assert!(pos0 + t <= self.cap, "KV cache capacity {} exceeded", self.cap);
+        assert!(
+            pos0 + t <= self.cap,
+            "KV cache capacity {} exceeded",
+            self.cap
+        );
         let width = (nh + 2 * nkv) * hd;
         let half = hd / 2;
         // cos/sin per new position, f32 as in the burn model.
@@ -227,7 +287,10 @@ impl<'m> HostDecoder<'m> {
             let (kc, vc) = (&mut self.k[li], &mut self.v[li]);
             for (ri, row) in qkv.chunks_mut(width).enumerate() {
                 let (r, i) = (ri / t, ri % t);
-                let (cs, sn) = (&cos[i * half..(i + 1) * half], &sin[i * half..(i + 1) * half]);
+                let (cs, sn) = (
+                    &cos[i * half..(i + 1) * half],
+                    &sin[i * half..(i + 1) * half],
+                );
                 for head in row[..(nh + nkv) * hd].chunks_mut(hd) {
                     let (a, b) = head.split_at_mut(half);
                     for d in 0..half {
@@ -239,68 +302,84 @@ impl<'m> HostDecoder<'m> {
                 for kv in 0..nkv {
                     let dst = ((r * nkv + kv) * cap + pos0 + i) * hd;
                     kc[dst..dst + hd].copy_from_slice(&row[(nh + kv) * hd..(nh + kv + 1) * hd]);
-                    vc[dst..dst + hd].copy_from_slice(&row[(nh + nkv + kv) * hd..(nh + nkv + kv + 1) * hd]);
+                    vc[dst..dst + hd]
+                        .copy_from_slice(&row[(nh + nkv + kv) * hd..(nh + nkv + kv + 1) * hd]);
                 }
             }
             // Attention, parallel over rows.
             let (kc, vc) = (&self.k[li], &self.v[li]);
             let pad = &self.pad;
             let qkv_ref = &qkv;
-            att.par_chunks_mut(t * nh * hd).enumerate().for_each(|(r, out)| {
-                let mut scores = vec![0.0f32; pos0 + t];
-                for i in 0..t {
-                    let qpos = pos0 + i;
-                    let q_row = &qkv_ref[(r * t + i) * width..];
-                    for head in 0..nh {
-                        let kv = head / g;
-                        let q = &q_row[head * hd..(head + 1) * hd];
-                        let base = (r * nkv + kv) * cap;
-                        let mut max = f32::NEG_INFINITY;
-                        for j in 0..=qpos {
-                            if j < pad[r] && j != qpos {
-                                scores[j] = f32::NEG_INFINITY;
-                                continue;
+            att.par_chunks_mut(t * nh * hd)
+                .enumerate()
+                .for_each(|(r, out)| {
+                    let mut scores = vec![0.0f32; pos0 + t];
+                    for i in 0..t {
+                        let qpos = pos0 + i;
+                        let q_row = &qkv_ref[(r * t + i) * width..];
+                        for head in 0..nh {
+                            let kv = head / g;
+                            let q = &q_row[head * hd..(head + 1) * hd];
+                            let base = (r * nkv + kv) * cap;
+                            let mut max = f32::NEG_INFINITY;
+                            for j in 0..=qpos {
+                                if j < pad[r] && j != qpos {
+                                    scores[j] = f32::NEG_INFINITY;
+                                    continue;
+                                }
+                                let k = &kc[(base + j) * hd..(base + j + 1) * hd];
+                                let s = dot(q, k) * scale;
+                                scores[j] = s;
+                                max = max.max(s);
                             }
-                            let k = &kc[(base + j) * hd..(base + j + 1) * hd];
-                            let s = dot(q, k) * scale;
-                            scores[j] = s;
-                            max = max.max(s);
-                        }
-                        let mut z = 0.0;
-                        for s in scores[..=qpos].iter_mut() {
-                            *s = (*s - max).exp();
-                            z += *s;
-                        }
-                        let o = &mut out[(i * nh + head) * hd..(i * nh + head + 1) * hd];
-                        o.fill(0.0);
-                        for (j, &p) in scores[..=qpos].iter().enumerate() {
-                            if p != 0.0 {
-                                let v = &vc[(base + j) * hd..(base + j + 1) * hd];
-                                axpy(o, p / z, v);
+                            let mut z = 0.0;
+                            for s in scores[..=qpos].iter_mut() {
+                                *s = (*s - max).exp();
+                                z += *s;
+                            }
+                            let o = &mut out[(i * nh + head) * hd..(i * nh + head + 1) * hd];
+                            o.fill(0.0);
+                            for (j, &p) in scores[..=qpos].iter().enumerate() {
+                                if p != 0.0 {
+                                    let v = &vc[(base + j) * hd..(base + j + 1) * hd];
+                                    axpy(o, p / z, v);
+                                }
                             }
                         }
                     }
-                }
-            });
+                });
             matmul(&mut x, &att, &l.wo, n, nh * hd, h, false, true);
             // SwiGLU MLP.
             rms_norm_rows(&x, &l.mlp_norm, c.rms_norm_eps, &mut hbuf);
             matmul(&mut gu, &hbuf, &l.wgate_up, n, h, 2 * f, false, false);
-            act.par_chunks_mut(f).zip(gu.par_chunks(2 * f)).for_each(|(a, gu)| {
-                let (gate, up) = gu.split_at(f);
-                for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
-                    *a = g / (1.0 + (-g).exp()) * u;
-                }
-            });
+            act.par_chunks_mut(f)
+                .zip(gu.par_chunks(2 * f))
+                .for_each(|(a, gu)| {
+                    let (gate, up) = gu.split_at(f);
+                    for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
+                        *a = g / (1.0 + (-g).exp()) * u;
+                    }
+                });
             matmul(&mut x, &act, &l.wdown, n, f, h, false, true);
         }
         self.len += t;
         // Last position of each row -> final norm -> tied head.
-        let last: Vec<f32> = (0..rows).flat_map(|r| x[((r + 1) * t - 1) * h..(r + 1) * t * h].iter().copied()).collect();
+        let last: Vec<f32> = (0..rows)
+            .flat_map(|r| x[((r + 1) * t - 1) * h..(r + 1) * t * h].iter().copied())
+            .collect();
         let mut normed = vec![0.0f32; rows * h];
         rms_norm_rows(&last, &self.m.final_norm, c.rms_norm_eps, &mut normed);
         let mut logits = vec![0.0f32; rows * vocab];
-        matmul(&mut logits, &normed, &self.m.embed, rows, h, vocab, true, false);
+        matmul(
+            &mut logits,
+            &normed,
+            &self.m.embed,
+            rows,
+            h,
+            vocab,
+            true,
+            false,
+        );
         logits
     }
 }

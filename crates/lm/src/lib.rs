@@ -2,13 +2,13 @@
 //! checkpoints, a task tokenizer, a training loop with exact resume, and the sampling engine shared by RL and
 //! evaluation. Generic over `B: Backend`; [`Cpu`] is the default backend, CUDA is behind the `cuda` feature.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod device;
 pub mod export;
 pub mod host;
-pub mod bench;
 pub mod model;
 pub mod rng;
 pub mod sample;
@@ -16,6 +16,6 @@ pub mod tokenizer;
 pub mod train;
 
 pub use config::ModelConfig;
-pub use device::{Cpu, CpuNdArray, CpuFlex, DeviceSpec};
+pub use device::{Cpu, CpuFlex, CpuNdArray, DeviceSpec};
 pub use model::{KvCache, Qwen2, cross_entropy};
 pub use rng::Rng;

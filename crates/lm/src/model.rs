@@ -51,7 +51,10 @@ pub struct KvCache<B: Backend> {
 
 impl<B: Backend> KvCache<B> {
     pub fn new(num_layers: usize) -> Self {
-        KvCache { layers: vec![None; num_layers], len: 0 }
+        KvCache {
+            layers: vec![None; num_layers],
+            len: 0,
+        }
     }
     /// Number of positions cached (the RoPE offset of the next token).
     pub fn len(&self) -> usize {
@@ -63,7 +66,13 @@ impl<B: Backend> KvCache<B> {
     /// Keeps only the given batch rows (in this order), e.g. to drop finished sequences while sampling.
     pub fn retain_rows(&mut self, rows: &[usize]) {
         for (k, v) in self.layers.iter_mut().flatten() {
-            let idx = Tensor::<B, 1, Int>::from_data(TensorData::new(rows.iter().map(|&r| r as i32).collect::<Vec<_>>(), [rows.len()]), &k.device());
+            let idx = Tensor::<B, 1, Int>::from_data(
+                TensorData::new(
+                    rows.iter().map(|&r| r as i32).collect::<Vec<_>>(),
+                    [rows.len()],
+                ),
+                &k.device(),
+            );
             *k = k.clone().select(0, idx.clone());
             *v = v.clone().select(0, idx);
         }
@@ -119,15 +128,38 @@ impl<B: Backend> Qwen2<B> {
     }
 
     /// Builds a model from host tensors named and shaped as [`Self::param_shapes`] says.
-    pub fn from_host(cfg: &ModelConfig, params: Vec<HostParam>, device: &B::Device) -> anyhow::Result<Self> {
+    pub fn from_host(
+        cfg: &ModelConfig,
+        params: Vec<HostParam>,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
         cfg.validate()?;
         let expected = Self::param_shapes(cfg);
-        anyhow::ensure!(params.len() == expected.len(), "expected {} tensors, got {}", expected.len(), params.len());
-        let mut it = params.into_iter().zip(expected).map(|((name, shape, values), (ename, eshape))| {
-            anyhow::ensure!(name == ename && shape == eshape, "tensor {name} {shape:?}: expected {ename} {eshape:?}");
-            anyhow::ensure!(values.len() == shape[0] * shape[1], "tensor {name}: {} values for shape {shape:?}", values.len());
-            Ok(Param::from_tensor(Tensor::<B, 2>::from_data(TensorData::new(values, shape), device)))
-        });
+        anyhow::ensure!(
+            params.len() == expected.len(),
+            "expected {} tensors, got {}",
+            expected.len(),
+            params.len()
+        );
+        let mut it =
+            params
+                .into_iter()
+                .zip(expected)
+                .map(|((name, shape, values), (ename, eshape))| {
+                    anyhow::ensure!(
+                        name == ename && shape == eshape,
+                        "tensor {name} {shape:?}: expected {ename} {eshape:?}"
+                    );
+                    anyhow::ensure!(
+                        values.len() == shape[0] * shape[1],
+                        "tensor {name}: {} values for shape {shape:?}",
+                        values.len()
+                    );
+                    Ok(Param::from_tensor(Tensor::<B, 2>::from_data(
+                        TensorData::new(values, shape),
+                        device,
+                    )))
+                });
         let mut next = || it.next().expect("length checked above");
         let embed = next()?;
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
@@ -161,7 +193,15 @@ impl<B: Backend> Qwen2<B> {
     pub fn params(&self) -> Vec<&Param<Tensor<B, 2>>> {
         let mut out = vec![&self.embed];
         for l in &self.layers {
-            out.extend([&l.attn_norm, &l.wqkv, &l.bqkv, &l.wo, &l.mlp_norm, &l.wgate_up, &l.wdown]);
+            out.extend([
+                &l.attn_norm,
+                &l.wqkv,
+                &l.bqkv,
+                &l.wo,
+                &l.mlp_norm,
+                &l.wgate_up,
+                &l.wdown,
+            ]);
         }
         out.push(&self.final_norm);
         out
@@ -203,7 +243,12 @@ impl<B: Backend> Qwen2<B> {
             .into_iter()
             .zip(self.params())
             .map(|((name, shape), p)| {
-                let values = p.val().into_data().convert::<f32>().to_vec::<f32>().expect("f32 data");
+                let values = p
+                    .val()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .expect("f32 data");
                 (name, shape, values)
             })
             .collect()
@@ -229,29 +274,52 @@ impl<B: Backend> Qwen2<B> {
 
     /// Logits `[batch, seq, vocab]` for `tokens` `[batch, seq]`, with positions starting at `cache.len()`
     /// (0 without a cache). With a cache, this call's keys/values are appended to it.
-    pub fn forward(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>) -> Tensor<B, 3> {
+    pub fn forward(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+    ) -> Tensor<B, 3> {
         self.forward_padded(tokens, cache, &[])
     }
 
     /// As [`Self::forward`], for left-padded rows: row `b`'s first `left_pad[b]` positions (counted from the
     /// start of the cache) are padding that no real token attends to. Empty `left_pad` means no padding.
     /// RoPE depends only on position differences, so a left-padded row computes what the unpadded row would.
-    pub fn forward_padded(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>, left_pad: &[usize]) -> Tensor<B, 3> {
+    pub fn forward_padded(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+        left_pad: &[usize],
+    ) -> Tensor<B, 3> {
         let h = self.hidden_states(tokens, cache, left_pad);
         // Tied output head: logits = h · Eᵀ.
         let [b, t, d] = h.dims();
-        h.reshape([b * t, d]).matmul(self.embed.val().transpose()).reshape([b, t, self.vocab])
+        h.reshape([b * t, d])
+            .matmul(self.embed.val().transpose())
+            .reshape([b, t, self.vocab])
     }
 
     /// Logits `[batch, vocab]` of the last position only (what sampling needs; skips the other positions' head).
-    pub fn forward_last(&self, tokens: Tensor<B, 2, Int>, cache: Option<&mut KvCache<B>>, left_pad: &[usize]) -> Tensor<B, 2> {
+    pub fn forward_last(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+        left_pad: &[usize],
+    ) -> Tensor<B, 2> {
         let h = self.hidden_states(tokens, cache, left_pad);
         let [b, t, d] = h.dims();
-        h.narrow(1, t - 1, 1).reshape([b, d]).matmul(self.embed.val().transpose())
+        h.narrow(1, t - 1, 1)
+            .reshape([b, d])
+            .matmul(self.embed.val().transpose())
     }
 
     /// Final normalised hidden states `[batch, seq, hidden]` (before the output head).
-    pub fn hidden_states(&self, tokens: Tensor<B, 2, Int>, mut cache: Option<&mut KvCache<B>>, left_pad: &[usize]) -> Tensor<B, 3> {
+    pub fn hidden_states(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        mut cache: Option<&mut KvCache<B>>,
+        left_pad: &[usize],
+    ) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         let offset = cache.as_ref().map_or(0, |c| c.len);
@@ -290,9 +358,20 @@ impl<B: Backend> Qwen2<B> {
         // Attention.
         let h = rms_norm(x.clone(), &l.attn_norm.val(), self.eps);
         let qkv = h.matmul(l.wqkv.val().unsqueeze()) + l.bqkv.val().unsqueeze();
-        let q = qkv.clone().narrow(2, 0, nh * hd).reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let k = qkv.clone().narrow(2, nh * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
-        let v = qkv.narrow(2, (nh + nkv) * hd, nkv * hd).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        let q = qkv
+            .clone()
+            .narrow(2, 0, nh * hd)
+            .reshape([b, t, nh, hd])
+            .swap_dims(1, 2);
+        let k = qkv
+            .clone()
+            .narrow(2, nh * hd, nkv * hd)
+            .reshape([b, t, nkv, hd])
+            .swap_dims(1, 2);
+        let v = qkv
+            .narrow(2, (nh + nkv) * hd, nkv * hd)
+            .reshape([b, t, nkv, hd])
+            .swap_dims(1, 2);
         let q = rope(q, cos, sin);
         let k = rope(k, cos, sin);
         let (k, v) = match cache {
@@ -311,7 +390,10 @@ impl<B: Backend> Qwen2<B> {
         let q = q.reshape([b, nkv, g * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)) * (1.0 / (hd as f64).sqrt()) + mask.clone();
         let att = softmax(scores, 3).matmul(v); // [b, nkv, g*t, hd]
-        let att = att.reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        let att = att
+            .reshape([b, nh, t, hd])
+            .swap_dims(1, 2)
+            .reshape([b, t, nh * hd]);
         let x = x + att.matmul(l.wo.val().unsqueeze());
 
         // SwiGLU MLP.
@@ -334,15 +416,29 @@ fn rms_norm<B: Backend>(x: Tensor<B, 3>, w: &Tensor<B, 2>, eps: f64) -> Tensor<B
 fn rope<B: Backend>(x: Tensor<B, 4>, cos: &Tensor<B, 4>, sin: &Tensor<B, 4>) -> Tensor<B, 4> {
     let hd = x.dims()[3];
     let half = hd / 2;
-    let swapped = Tensor::cat(vec![x.clone().narrow(3, half, half), x.clone().narrow(3, 0, half)], 3);
+    let swapped = Tensor::cat(
+        vec![
+            x.clone().narrow(3, half, half),
+            x.clone().narrow(3, 0, half),
+        ],
+        3,
+    );
     x * cos.clone() + swapped * sin.clone()
 }
 
 /// cos and signed sin tables `[1, 1, t, head_dim]` for positions `offset..offset + t`, computed in f32 the
 /// way transformers does (inv_freq = 1 / theta^(2i/d), angle = pos · inv_freq).
-fn rope_tables<B: Backend>(theta: f64, hd: usize, offset: usize, t: usize, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 4>) {
+fn rope_tables<B: Backend>(
+    theta: f64,
+    hd: usize,
+    offset: usize,
+    t: usize,
+    device: &B::Device,
+) -> (Tensor<B, 4>, Tensor<B, 4>) {
     let half = hd / 2;
-    let inv: Vec<f32> = (0..half).map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / hd as f32)).collect();
+    let inv: Vec<f32> = (0..half)
+        .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / hd as f32))
+        .collect();
     let mut cos = Vec::with_capacity(t * hd);
     let mut sin = Vec::with_capacity(t * hd);
     for p in offset..offset + t {
@@ -360,7 +456,14 @@ fn rope_tables<B: Backend>(theta: f64, hd: usize, offset: usize, t: usize, devic
 
 /// Additive mask `[b or 1, 1, g*t, s]` for the grouped score layout (row r is query r % t): causal, plus
 /// left padding. A padding query may see itself only, so that no row is all -inf (which would give NaN).
-fn attention_mask<B: Backend>(b: usize, g: usize, t: usize, offset: usize, left_pad: &[usize], device: &B::Device) -> Tensor<B, 4> {
+fn attention_mask<B: Backend>(
+    b: usize,
+    g: usize,
+    t: usize,
+    offset: usize,
+    left_pad: &[usize],
+    device: &B::Device,
+) -> Tensor<B, 4> {
     let s = offset + t;
     let rows = if left_pad.is_empty() { 1 } else { b };
     let mut m = vec![0f32; rows * g * t * s];
@@ -383,7 +486,11 @@ fn attention_mask<B: Backend>(b: usize, g: usize, t: usize, offset: usize, left_
 }
 
 /// Sum over positions of `-log p(target) * weight` (scalar `[1]`); see [`cross_entropy`].
-pub fn cross_entropy_sum<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> Tensor<B, 1> {
+pub fn cross_entropy_sum<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    weights: Tensor<B, 2>,
+) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
     let logp = log_softmax(logits.reshape([b * t, v]), 1);
     let picked = logp.gather(1, targets.reshape([b * t, 1])).reshape([b * t]);
@@ -392,7 +499,11 @@ pub fn cross_entropy_sum<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2,
 
 /// Mean next-token cross-entropy over positions with weight > 0 (`logits [b, t, v]`, `targets [b, t]`,
 /// `weights [b, t]` of 0/1). Returns a scalar tensor `[1]`.
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 3>, targets: Tensor<B, 2, Int>, weights: Tensor<B, 2>) -> Tensor<B, 1> {
+pub fn cross_entropy<B: Backend>(
+    logits: Tensor<B, 3>,
+    targets: Tensor<B, 2, Int>,
+    weights: Tensor<B, 2>,
+) -> Tensor<B, 1> {
     let [b, t, v] = logits.dims();
     let logp = log_softmax(logits.reshape([b * t, v]), 1);
     let picked = logp.gather(1, targets.reshape([b * t, 1])).reshape([b * t]);
@@ -426,7 +537,10 @@ mod tests {
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     #[test]
@@ -434,7 +548,11 @@ mod tests {
         let (cfg, m) = tiny();
         let out = m.forward(toks(&[&[1, 2, 3, 4, 5], &[6, 7, 8, 9, 10]]), None);
         assert_eq!(out.dims(), [2, 5, cfg.vocab_size]);
-        let n: usize = m.params().iter().map(|p| p.val().dims().iter().product::<usize>()).sum();
+        let n: usize = m
+            .params()
+            .iter()
+            .map(|p| p.val().dims().iter().product::<usize>())
+            .sum();
         assert_eq!(n, cfg.num_params());
         assert!(host(out).iter().all(|x| x.is_finite()));
     }
@@ -446,7 +564,11 @@ mod tests {
         assert!((100_000_000..106_000_000).contains(&n), "{n}");
         assert_eq!(cfg.head_dim(), 64);
         let bench = ModelConfig::preset("bench-3m").unwrap();
-        assert!((3_000_000..3_600_000).contains(&bench.num_params()), "{}", bench.num_params());
+        assert!(
+            (3_000_000..3_600_000).contains(&bench.num_params()),
+            "{}",
+            bench.num_params()
+        );
     }
 
     #[test]
@@ -455,8 +577,15 @@ mod tests {
         let a = host(m.forward(toks(&[&[1, 2, 3, 4, 5, 6]]), None));
         let b = host(m.forward(toks(&[&[1, 2, 3, 40, 50, 60]]), None));
         let v = cfg.vocab_size;
-        assert_eq!(&a[..3 * v], &b[..3 * v], "positions 0..3 must not see positions >= 3");
-        assert!(max_diff(&a[3 * v..], &b[3 * v..]) > 1e-4, "later positions must change");
+        assert_eq!(
+            &a[..3 * v],
+            &b[..3 * v],
+            "positions 0..3 must not see positions >= 3"
+        );
+        assert!(
+            max_diff(&a[3 * v..], &b[3 * v..]) > 1e-4,
+            "later positions must change"
+        );
     }
 
     #[test]
@@ -498,7 +627,9 @@ mod tests {
         // Give the biases non-zero values so that they are checked too.
         let mut rng = Rng::new(3);
         let mut host_grouped = m.to_host(&cfg);
-        for ((name, shape, vals), (_, fshape, fvals)) in host_grouped.iter_mut().zip(host_params.iter_mut()) {
+        for ((name, shape, vals), (_, fshape, fvals)) in
+            host_grouped.iter_mut().zip(host_params.iter_mut())
+        {
             if name.ends_with("bqkv") {
                 for x in vals.iter_mut() {
                     *x = rng.normal() as f32 * 0.1;
@@ -510,7 +641,10 @@ mod tests {
         let grouped = Qwen2::<B>::from_host(&cfg, host_grouped, &Default::default()).unwrap();
         let full = Qwen2::<B>::from_host(&full_cfg, host_params, &Default::default()).unwrap();
         let x = toks(&[&[3, 1, 4, 1, 5, 9, 2, 6]]);
-        let d = max_diff(&host(grouped.forward(x.clone(), None)), &host(full.forward(x, None)));
+        let d = max_diff(
+            &host(grouped.forward(x.clone(), None)),
+            &host(full.forward(x, None)),
+        );
         assert!(d < 1e-5, "max diff {d}");
     }
 
@@ -526,7 +660,10 @@ mod tests {
         let two = host(m.forward(toks(&[&seq[4..6], &seq[4..6]]), Some(&mut cache)));
         let mut rest = vec![];
         for i in 6..seq.len() {
-            rest.push(host(m.forward(toks(&[&seq[i..i + 1], &seq[i..i + 1]]), Some(&mut cache))));
+            rest.push(host(m.forward(
+                toks(&[&seq[i..i + 1], &seq[i..i + 1]]),
+                Some(&mut cache),
+            )));
         }
         assert_eq!(cache.len(), seq.len());
         // Re-assemble [batch, seq, vocab] from the pieces, row by row.
@@ -551,7 +688,11 @@ mod tests {
         let v = cfg.vocab_size;
         let alone = host(m.forward(toks(&[&[4, 8, 15]]), None));
         let mut cache = m.new_cache();
-        let both = host(m.forward_padded(toks(&[&[0, 0, 4, 8, 15], &[16, 23, 42, 4, 8]]), Some(&mut cache), &[2, 0]));
+        let both = host(m.forward_padded(
+            toks(&[&[0, 0, 4, 8, 15], &[16, 23, 42, 4, 8]]),
+            Some(&mut cache),
+            &[2, 0],
+        ));
         let d = max_diff(&alone, &both[2 * v..5 * v]);
         assert!(d < 1e-4, "max diff {d}");
         // A decode step after the padded prefill still matches.

@@ -28,13 +28,23 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        SampleConfig { max_new_tokens: 256, temperature: 1.0, top_k: 0, top_p: 1.0, stop_tokens: vec![ANSWER_END_ID, EOS_ID] }
+        SampleConfig {
+            max_new_tokens: 256,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            stop_tokens: vec![ANSWER_END_ID, EOS_ID],
+        }
     }
 }
 
 impl SampleConfig {
     pub fn greedy(max_new_tokens: usize) -> Self {
-        SampleConfig { max_new_tokens, temperature: 0.0, ..Default::default() }
+        SampleConfig {
+            max_new_tokens,
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 }
 
@@ -71,8 +81,16 @@ pub struct BurnDecoder<'m, B: Backend> {
 
 impl<'m, B: Backend> BurnDecoder<'m, B> {
     pub fn new(model: &'m Qwen2<B>, left_pad: &[usize]) -> Self {
-        let pad = if left_pad.iter().all(|&p| p == 0) { vec![] } else { left_pad.to_vec() };
-        BurnDecoder { model, cache: model.new_cache(), pad }
+        let pad = if left_pad.iter().all(|&p| p == 0) {
+            vec![]
+        } else {
+            left_pad.to_vec()
+        };
+        BurnDecoder {
+            model,
+            cache: model.new_cache(),
+            pad,
+        }
     }
 }
 
@@ -80,9 +98,16 @@ impl<B: Backend> Decoder for BurnDecoder<'_, B> {
     fn feed(&mut self, tokens: &[u32], t: usize) -> Vec<f32> {
         let rows = tokens.len() / t;
         let device = self.model.embed.val().device();
-        let x = Tensor::<B, 2, Int>::from_data(TensorData::new(tokens.iter().map(|&x| x as i32).collect(), [rows, t]), &device);
+        let x = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(tokens.iter().map(|&x| x as i32).collect(), [rows, t]),
+            &device,
+        );
         let logits = self.model.forward_last(x, Some(&mut self.cache), &self.pad);
-        logits.into_data().convert::<f32>().to_vec::<f32>().expect("f32 logits")
+        logits
+            .into_data()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32 logits")
     }
     fn retain_rows(&mut self, rows: &[usize]) {
         self.cache.retain_rows(rows);
@@ -106,15 +131,24 @@ fn left_pad(prompts: &[Vec<u32>]) -> (Vec<u32>, usize, Vec<usize>) {
     assert!(prompts.iter().all(|p| !p.is_empty()), "empty prompt");
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let pad: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
-    let flat = prompts.iter().flat_map(|p| std::iter::repeat_n(PAD_ID, width - p.len()).chain(p.iter().copied())).collect();
+    let flat = prompts
+        .iter()
+        .flat_map(|p| std::iter::repeat_n(PAD_ID, width - p.len()).chain(p.iter().copied()))
+        .collect();
     (flat, width, pad)
 }
 
 /// Generates a continuation for every prompt with the burn model on its own backend; on a CPU backend
 /// (burn-flex or burn-ndarray) the inference-only host decoder does the work (same math, much faster).
-pub fn generate<B: Backend>(model: &Qwen2<B>, prompts: &[Vec<u32>], cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
+pub fn generate<B: Backend>(
+    model: &Qwen2<B>,
+    prompts: &[Vec<u32>],
+    cfg: &SampleConfig,
+    rng: &mut Rng,
+) -> Vec<Sample> {
     use std::any::TypeId;
-    let cpu = TypeId::of::<B>() == TypeId::of::<crate::CpuFlex>() || TypeId::of::<B>() == TypeId::of::<crate::CpuNdArray>();
+    let cpu = TypeId::of::<B>() == TypeId::of::<crate::CpuFlex>()
+        || TypeId::of::<B>() == TypeId::of::<crate::CpuNdArray>();
     if cpu {
         let host = crate::host::HostModel::new(&model.config(), model.to_host(&model.config()));
         return generate_host(&host, prompts, cfg, rng);
@@ -123,7 +157,12 @@ pub fn generate<B: Backend>(model: &Qwen2<B>, prompts: &[Vec<u32>], cfg: &Sample
 }
 
 /// [`generate`] through burn tensor ops (the path every backend supports).
-pub fn generate_burn<B: Backend>(model: &Qwen2<B>, prompts: &[Vec<u32>], cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
+pub fn generate_burn<B: Backend>(
+    model: &Qwen2<B>,
+    prompts: &[Vec<u32>],
+    cfg: &SampleConfig,
+    rng: &mut Rng,
+) -> Vec<Sample> {
     if prompts.is_empty() {
         return vec![];
     }
@@ -133,19 +172,37 @@ pub fn generate_burn<B: Backend>(model: &Qwen2<B>, prompts: &[Vec<u32>], cfg: &S
 }
 
 /// [`generate`] on the host decoder (CPU).
-pub fn generate_host(model: &crate::host::HostModel, prompts: &[Vec<u32>], cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
+pub fn generate_host(
+    model: &crate::host::HostModel,
+    prompts: &[Vec<u32>],
+    cfg: &SampleConfig,
+    rng: &mut Rng,
+) -> Vec<Sample> {
     if prompts.is_empty() {
         return vec![];
     }
     let (flat, width, pad) = left_pad(prompts);
-    let mut dec = crate::host::HostDecoder::new(model, prompts.len(), width + cfg.max_new_tokens, &pad);
+    let mut dec =
+        crate::host::HostDecoder::new(model, prompts.len(), width + cfg.max_new_tokens, &pad);
     generate_with(&mut dec, flat, width, cfg, rng)
 }
 
 /// The sampling loop over any [`Decoder`]: rows that stop leave the batch.
-pub fn generate_with<D: Decoder>(dec: &mut D, flat: Vec<u32>, width: usize, cfg: &SampleConfig, rng: &mut Rng) -> Vec<Sample> {
+pub fn generate_with<D: Decoder>(
+    dec: &mut D,
+    flat: Vec<u32>,
+    width: usize,
+    cfg: &SampleConfig,
+    rng: &mut Rng,
+) -> Vec<Sample> {
     let n = flat.len() / width.max(1);
-    let mut out: Vec<Sample> = (0..n).map(|_| Sample { tokens: vec![], logprobs: vec![], finish: Finish::Length }).collect();
+    let mut out: Vec<Sample> = (0..n)
+        .map(|_| Sample {
+            tokens: vec![],
+            logprobs: vec![],
+            finish: Finish::Length,
+        })
+        .collect();
     if n == 0 || cfg.max_new_tokens == 0 {
         return out;
     }
@@ -181,19 +238,35 @@ pub fn generate_with<D: Decoder>(dec: &mut D, flat: Vec<u32>, width: usize, cfg:
 }
 
 /// Chooses one token from a row of logits; returns it with its log-probability.
-fn pick(logits: &[f32], cfg: &SampleConfig, rng: &mut Rng, scratch: &mut Vec<(f64, u32)>) -> (u32, f32) {
+fn pick(
+    logits: &[f32],
+    cfg: &SampleConfig,
+    rng: &mut Rng,
+    scratch: &mut Vec<(f64, u32)>,
+) -> (u32, f32) {
     let greedy = cfg.temperature <= 0.0;
     let temp = if greedy { 1.0 } else { cfg.temperature };
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let z: f64 = logits.iter().map(|&l| ((l as f64 - max) / temp).exp()).sum();
+    let z: f64 = logits
+        .iter()
+        .map(|&l| ((l as f64 - max) / temp).exp())
+        .sum();
     let logp = |t: usize| ((logits[t] as f64 - max) / temp - z.ln()) as f32;
     if greedy {
         // First maximum: ties resolve to the lowest id, deterministically.
-        let best = logits.iter().enumerate().fold(0, |b, (i, &l)| if l > logits[b] { i } else { b });
+        let best = logits
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &l)| if l > logits[b] { i } else { b });
         return (best as u32, logp(best));
     }
     scratch.clear();
-    scratch.extend(logits.iter().enumerate().map(|(i, &l)| (((l as f64 - max) / temp).exp() / z, i as u32)));
+    scratch.extend(
+        logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (((l as f64 - max) / temp).exp() / z, i as u32)),
+    );
     let truncate = cfg.top_k > 0 && cfg.top_k < scratch.len() || cfg.top_p < 1.0;
     if truncate {
         scratch.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -232,18 +305,28 @@ mod tests {
     use crate::{Cpu, ModelConfig};
 
     fn model() -> Qwen2<Cpu> {
-        Qwen2::init(&ModelConfig::preset("tiny-test").unwrap(), 5, &Default::default())
+        Qwen2::init(
+            &ModelConfig::preset("tiny-test").unwrap(),
+            5,
+            &Default::default(),
+        )
     }
 
     /// Greedy decoding without a cache: re-run the whole sequence every step.
     fn greedy_uncached(m: &Qwen2<Cpu>, prompt: &[u32], n: usize) -> Vec<u32> {
         let mut seq: Vec<u32> = prompt.to_vec();
         for _ in 0..n {
-            let x = Tensor::<Cpu, 2, Int>::from_data(TensorData::new(seq.iter().map(|&t| t as i32).collect(), [1, seq.len()]), &Default::default());
+            let x = Tensor::<Cpu, 2, Int>::from_data(
+                TensorData::new(seq.iter().map(|&t| t as i32).collect(), [1, seq.len()]),
+                &Default::default(),
+            );
             let l = m.forward(x, None).into_data().to_vec::<f32>().unwrap();
             let v = l.len() / seq.len();
             let last = &l[l.len() - v..];
-            let best = last.iter().enumerate().fold(0, |b, (i, &x)| if x > last[b] { i } else { b });
+            let best = last
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &x)| if x > last[b] { i } else { b });
             seq.push(best as u32);
         }
         seq[prompt.len()..].to_vec()
@@ -252,7 +335,10 @@ mod tests {
     #[test]
     fn cached_batched_greedy_equals_uncached_greedy_on_both_decoders() {
         let m = model();
-        let cfg = SampleConfig { stop_tokens: vec![], ..SampleConfig::greedy(12) };
+        let cfg = SampleConfig {
+            stop_tokens: vec![],
+            ..SampleConfig::greedy(12)
+        };
         let prompts = vec![vec![11, 12, 13, 14, 15], vec![20, 21], vec![30, 31, 32]];
         let burn = generate_burn(&m, &prompts, &cfg, &mut Rng::new(0));
         let host = generate(&m, &prompts, &cfg, &mut Rng::new(0)); // CPU backend: the host decoder
@@ -261,7 +347,12 @@ mod tests {
             assert_eq!(h.tokens, s.tokens, "host decoder, prompt {p:?}");
             assert_eq!(s.finish, Finish::Length);
             assert!(s.logprobs.iter().all(|&l| l <= 0.0 && l.is_finite()));
-            let d = s.logprobs.iter().zip(&h.logprobs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let d = s
+                .logprobs
+                .iter()
+                .zip(&h.logprobs)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(d < 1e-4, "log-prob difference {d}");
         }
     }
@@ -274,7 +365,12 @@ mod tests {
         let (flat, width, pad) = left_pad(&[vec![3, 4, 5, 6], vec![7, 8], vec![9, 10, 11]]);
         let mut a = BurnDecoder::new(&m, &pad);
         let mut b = crate::host::HostDecoder::new(&host, 3, 16, &pad);
-        let max_diff = |x: Vec<f32>, y: Vec<f32>| x.iter().zip(&y).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
+        let max_diff = |x: Vec<f32>, y: Vec<f32>| {
+            x.iter()
+                .zip(&y)
+                .map(|(p, q)| (p - q).abs())
+                .fold(0.0, f32::max)
+        };
         assert!(max_diff(a.feed(&flat, width), b.forward(&flat, width)) < 1e-4);
         assert!(max_diff(a.feed(&[1, 2, 3], 1), b.forward(&[1, 2, 3], 1)) < 1e-4);
         a.retain_rows(&[0, 2]);
@@ -286,20 +382,50 @@ mod tests {
     fn sampling_is_reproducible_per_seed_and_respects_top_k_and_stops() {
         let m = model();
         let prompts = vec![vec![1, 2, 3]; 4];
-        let cfg = SampleConfig { max_new_tokens: 20, temperature: 1.0, top_k: 0, top_p: 1.0, stop_tokens: vec![] };
+        let cfg = SampleConfig {
+            max_new_tokens: 20,
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            stop_tokens: vec![],
+        };
         let a = generate(&m, &prompts, &cfg, &mut Rng::new(9));
         let b = generate(&m, &prompts, &cfg, &mut Rng::new(9));
         let c = generate(&m, &prompts, &cfg, &mut Rng::new(10));
         assert_eq!(a, b);
         assert_ne!(a, c);
         // top_k = 1 is greedy.
-        let k1 = generate(&m, &prompts[..1], &SampleConfig { top_k: 1, ..cfg.clone() }, &mut Rng::new(1));
-        let g = generate(&m, &prompts[..1], &SampleConfig { temperature: 0.0, ..cfg.clone() }, &mut Rng::new(1));
+        let k1 = generate(
+            &m,
+            &prompts[..1],
+            &SampleConfig {
+                top_k: 1,
+                ..cfg.clone()
+            },
+            &mut Rng::new(1),
+        );
+        let g = generate(
+            &m,
+            &prompts[..1],
+            &SampleConfig {
+                temperature: 0.0,
+                ..cfg.clone()
+            },
+            &mut Rng::new(1),
+        );
         assert_eq!(k1[0].tokens, g[0].tokens);
         // Stop tokens end a row and are kept.
         let base = generate(&m, &prompts[..1], &cfg, &mut Rng::new(9));
         let stop = base[0].tokens[3];
-        let s = generate(&m, &prompts[..1], &SampleConfig { stop_tokens: vec![stop], ..cfg.clone() }, &mut Rng::new(9));
+        let s = generate(
+            &m,
+            &prompts[..1],
+            &SampleConfig {
+                stop_tokens: vec![stop],
+                ..cfg.clone()
+            },
+            &mut Rng::new(9),
+        );
         let first = base[0].tokens.iter().position(|&t| t == stop).unwrap();
         assert_eq!(s[0].tokens, base[0].tokens[..=first]);
         assert_eq!(s[0].finish, Finish::Stop);
@@ -308,13 +434,21 @@ mod tests {
     #[test]
     fn top_p_keeps_the_smallest_nucleus() {
         let logits = [0.0f32, (3.0f64).ln() as f32, (6.0f64).ln() as f32]; // p = 0.1, 0.3, 0.6
-        let cfg = SampleConfig { top_p: 0.5, ..Default::default() };
+        let cfg = SampleConfig {
+            top_p: 0.5,
+            ..Default::default()
+        };
         let mut rng = Rng::new(0);
         for _ in 0..50 {
             assert_eq!(pick(&logits, &cfg, &mut rng, &mut vec![]).0, 2);
         }
-        let cfg = SampleConfig { top_p: 0.8, ..Default::default() };
-        let seen: std::collections::HashSet<u32> = (0..200).map(|_| pick(&logits, &cfg, &mut rng, &mut vec![]).0).collect();
+        let cfg = SampleConfig {
+            top_p: 0.8,
+            ..Default::default()
+        };
+        let seen: std::collections::HashSet<u32> = (0..200)
+            .map(|_| pick(&logits, &cfg, &mut rng, &mut vec![]).0)
+            .collect();
         assert_eq!(seen, [1, 2].into_iter().collect());
     }
 }

@@ -10,14 +10,24 @@
 
 use anyhow::{Context, Result, anyhow, ensure};
 use std::path::Path;
+use tokenizers::AddedToken;
+use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
-use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::AddedToken;
 
-pub const SPECIAL_TOKENS: [&str; 10] =
-    ["[UNK]", "[PAD]", "[BOS]", "[EOS]", "<question>", "</question>", "<solution>", "</solution>", "<answer>", "</answer>"];
+pub const SPECIAL_TOKENS: [&str; 10] = [
+    "[UNK]",
+    "[PAD]",
+    "[BOS]",
+    "[EOS]",
+    "<question>",
+    "</question>",
+    "<solution>",
+    "</solution>",
+    "<answer>",
+    "</answer>",
+];
 pub const UNK_ID: u32 = 0;
 pub const PAD_ID: u32 = 1;
 pub const BOS_ID: u32 = 2;
@@ -42,7 +52,9 @@ impl std::str::FromStr for TokenizerKind {
             "word" => Ok(TokenizerKind::Word),
             _ => match s.strip_prefix("bpe:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n > 266 => Ok(TokenizerKind::Bpe { vocab_size: n }),
-                _ => Err(anyhow!("unknown tokenizer `{s}`; expected `word` or `bpe:N` with N > 266 (e.g. `bpe:2200`)")),
+                _ => Err(anyhow!(
+                    "unknown tokenizer `{s}`; expected `word` or `bpe:N` with N > 266 (e.g. `bpe:2200`)"
+                )),
             },
         }
     }
@@ -53,7 +65,10 @@ fn split_specials(text: &str) -> Vec<String> {
     let mut out = vec![];
     let mut rest = text;
     while !rest.is_empty() {
-        let next = SPECIAL_TOKENS.iter().filter_map(|s| rest.find(s).map(|i| (i, s.len()))).min();
+        let next = SPECIAL_TOKENS
+            .iter()
+            .filter_map(|s| rest.find(s).map(|i| (i, s.len())))
+            .min();
         let (head, tail) = match next {
             Some((i, n)) => (&rest[..i], &rest[i + n..]),
             None => (rest, ""),
@@ -71,16 +86,26 @@ pub struct Tokenizer {
 }
 
 fn specials() -> Vec<AddedToken> {
-    SPECIAL_TOKENS.iter().map(|s| AddedToken::from(s.to_string(), true)).collect()
+    SPECIAL_TOKENS
+        .iter()
+        .map(|s| AddedToken::from(s.to_string(), true))
+        .collect()
 }
 
 impl Tokenizer {
     /// Trains on `texts` (deterministic: the same texts give the same `tokenizer.json`).
-    pub fn train<S: AsRef<str> + Send>(kind: TokenizerKind, texts: impl Iterator<Item = S> + Send) -> Result<Self> {
+    pub fn train<S: AsRef<str> + Send>(
+        kind: TokenizerKind,
+        texts: impl Iterator<Item = S> + Send,
+    ) -> Result<Self> {
         let byte_level = ByteLevel::new(false, true, true);
         let (model, mut trainer): (tokenizers::models::ModelWrapper, TrainerWrapper) = match kind {
             TokenizerKind::Word => (
-                WordLevel::builder().unk_token(SPECIAL_TOKENS[0].to_string()).build().map_err(|e| anyhow!("{e}"))?.into(),
+                WordLevel::builder()
+                    .unk_token(SPECIAL_TOKENS[0].to_string())
+                    .build()
+                    .map_err(|e| anyhow!("{e}"))?
+                    .into(),
                 TrainerWrapper::WordLevelTrainer(
                     WordLevelTrainer::builder()
                         .show_progress(false)
@@ -109,7 +134,9 @@ impl Tokenizer {
         // Train on the text between special tokens, exactly the segments that encoding pre-tokenises (the
         // trainer would otherwise count the special tokens as words and give them a second id).
         let segments = texts.flat_map(|t| split_specials(t.as_ref()).into_iter());
-        inner.train(&mut trainer, segments).map_err(|e| anyhow!("training the tokenizer: {e}"))?;
+        inner
+            .train(&mut trainer, segments)
+            .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
         let tok = Tokenizer { inner };
         tok.check_specials().context("after training")?;
         Ok(tok)
@@ -118,24 +145,33 @@ impl Tokenizer {
     fn check_specials(&self) -> Result<()> {
         for (id, s) in SPECIAL_TOKENS.iter().enumerate() {
             let got = self.inner.token_to_id(s);
-            ensure!(got == Some(id as u32), "special token `{s}` must have id {id}, has {got:?}");
+            ensure!(
+                got == Some(id as u32),
+                "special token `{s}` must have id {id}, has {got:?}"
+            );
         }
         Ok(())
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| anyhow!("reading tokenizer {}: {e}", path.display()))?;
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("reading tokenizer {}: {e}", path.display()))?;
         let tok = Tokenizer { inner };
-        tok.check_specials().with_context(|| format!("{}", path.display()))?;
+        tok.check_specials()
+            .with_context(|| format!("{}", path.display()))?;
         Ok(tok)
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
-        self.inner.save(path, true).map_err(|e| anyhow!("writing tokenizer {}: {e}", path.display()))
+        self.inner
+            .save(path, true)
+            .map_err(|e| anyhow!("writing tokenizer {}: {e}", path.display()))
     }
 
     pub fn to_json(&self) -> Result<String> {
-        self.inner.to_string(true).map_err(|e| anyhow!("serialising tokenizer: {e}"))
+        self.inner
+            .to_string(true)
+            .map_err(|e| anyhow!("serialising tokenizer: {e}"))
     }
 
     /// Vocabulary size including special tokens (the model's `vocab_size`).
@@ -145,12 +181,19 @@ impl Tokenizer {
 
     /// Token ids of `text`; no BOS/EOS is added (spec §4.2: pre-training text only gets an EOS appended).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.inner.encode(text, false).map_err(|e| anyhow!("encoding: {e}"))?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("encoding: {e}"))?
+            .get_ids()
+            .to_vec())
     }
 
     /// Text of `ids`, special tokens included.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| anyhow!("decoding: {e}"))
+        self.inner
+            .decode(ids, false)
+            .map_err(|e| anyhow!("decoding: {e}"))
     }
 
     pub fn id_to_token(&self, id: u32) -> Option<String> {
@@ -176,11 +219,15 @@ mod tests {
             assert_eq!(*ids.last().unwrap(), EOS_ID);
             assert!(!ids.contains(&UNK_ID));
         }
-        let path = std::env::temp_dir().join(format!("lm-tok-{}-{kind:?}.json", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("lm-tok-{}-{kind:?}.json", std::process::id()));
         tok.save(&path).unwrap();
         let again = Tokenizer::from_file(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(again.encode(CORPUS[0]).unwrap(), tok.encode(CORPUS[0]).unwrap());
+        assert_eq!(
+            again.encode(CORPUS[0]).unwrap(),
+            tok.encode(CORPUS[0]).unwrap()
+        );
         tok
     }
 
@@ -191,7 +238,11 @@ mod tests {
         let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
         // Byte-level pre-tokens: "Ġ" is the carried space.
         assert_eq!(pieces, ["Ġ13", ".", "ĠSaint", "-", "Rivage"]);
-        assert_eq!(tok.encode(" zebra").unwrap(), [UNK_ID], "unseen words map to [UNK]");
+        assert_eq!(
+            tok.encode(" zebra").unwrap(),
+            [UNK_ID],
+            "unseen words map to [UNK]"
+        );
     }
 
     #[test]

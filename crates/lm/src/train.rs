@@ -98,7 +98,8 @@ impl TrainConfig {
             return self.lr * (step + 1) as f64 / warm as f64;
         }
         let progress = ((step - warm) as f64 / (total - warm).max(1) as f64).min(1.0);
-        self.min_lr + 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * (self.lr - self.min_lr)
+        self.min_lr
+            + 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()) * (self.lr - self.min_lr)
     }
 }
 
@@ -111,6 +112,20 @@ pub struct TrainState {
     pub tokens_seen: u64,
     pub cursor: Cursor,
     pub config: TrainConfig,
+}
+
+/// What [`Trainer::run`] reports.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainEvent {
+    Step(StepStats),
+    Eval {
+        step: usize,
+        tokens_seen: u64,
+        loss: f64,
+    },
+    Checkpoint {
+        step: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -140,19 +155,38 @@ pub struct Trainer<B: AutodiffBackend> {
 }
 
 fn decays(cfg: &ModelConfig) -> Vec<bool> {
-    Qwen2::<burn_flex::Flex>::param_shapes(cfg).iter().map(|(n, _)| !(n.ends_with("norm") || n.ends_with("bqkv"))).collect()
+    Qwen2::<burn_flex::Flex>::param_shapes(cfg)
+        .iter()
+        .map(|(n, _)| !(n.ends_with("norm") || n.ends_with("bqkv")))
+        .collect()
 }
 
 /// Forward + backward of one shard: returns its summed weighted NLL and the gradients of (that sum / denom).
-fn shard_grads<B: AutodiffBackend>(model: &Qwen2<B>, shard: &Batch, denom: f64, device: &B::Device) -> (f64, Vec<Tensor<B::InnerBackend, 2>>) {
+fn shard_grads<B: AutodiffBackend>(
+    model: &Qwen2<B>,
+    shard: &Batch,
+    denom: f64,
+    device: &B::Device,
+) -> (f64, Vec<Tensor<B::InnerBackend, 2>>) {
     let (x, y, w) = batch_tensors::<B>(shard, device);
     let nll = cross_entropy_sum(model.forward(x, None), y, w);
     let grads = (nll.clone() / denom).backward();
-    let gs = model.params().iter().map(|p| p.val().grad(&grads).expect("every parameter gets a gradient")).collect();
+    let gs = model
+        .params()
+        .iter()
+        .map(|p| {
+            p.val()
+                .grad(&grads)
+                .expect("every parameter gets a gradient")
+        })
+        .collect();
     (nll.into_scalar().elem::<f64>(), gs)
 }
 
-pub fn batch_tensors<B: Backend>(b: &Batch, device: &B::Device) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+pub fn batch_tensors<B: Backend>(
+    b: &Batch,
+    device: &B::Device,
+) -> (Tensor<B, 2, Int>, Tensor<B, 2, Int>, Tensor<B, 2>) {
     let shape = [b.rows, b.seq_len];
     (
         Tensor::from_data(TensorData::new(b.inputs.clone(), shape), device),
@@ -162,15 +196,34 @@ pub fn batch_tensors<B: Backend>(b: &Batch, device: &B::Device) -> (Tensor<B, 2,
 }
 
 impl<B: AutodiffBackend> Trainer<B> {
-    pub fn new(model: Qwen2<B>, model_config: ModelConfig, config: TrainConfig, mut data: PackedData, device: B::Device) -> Self {
-        let zeros: Vec<Tensor<B::InnerBackend, 2>> = model.params().iter().map(|p| p.val().inner().zeros_like()).collect();
+    pub fn new(
+        model: Qwen2<B>,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        mut data: PackedData,
+        device: B::Device,
+    ) -> Self {
+        let zeros: Vec<Tensor<B::InnerBackend, 2>> = model
+            .params()
+            .iter()
+            .map(|p| p.val().inner().zeros_like())
+            .collect();
         data.cursor = Cursor { epoch: 0, block: 0 };
         Trainer {
-            opt: AdamW { m: zeros.clone(), v: zeros, decay: decays(&model_config) },
+            opt: AdamW {
+                m: zeros.clone(),
+                v: zeros,
+                decay: decays(&model_config),
+            },
             model,
             model_config,
             data,
-            state: TrainState { step: 0, tokens_seen: 0, cursor: Cursor { epoch: 0, block: 0 }, config },
+            state: TrainState {
+                step: 0,
+                tokens_seen: 0,
+                cursor: Cursor { epoch: 0, block: 0 },
+                config,
+            },
             device,
         }
     }
@@ -187,7 +240,11 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn step(&mut self) -> StepStats {
         let tc = self.state.config.clone();
         let dp = tc.data_parallel.max(1);
-        assert!(tc.batch_size % dp == 0, "data_parallel {dp} must divide batch_size {}", tc.batch_size);
+        assert!(
+            tc.batch_size % dp == 0,
+            "data_parallel {dp} must divide batch_size {}",
+            tc.batch_size
+        );
         let n_params = self.model.params().len();
         let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; n_params];
         let mut loss_sum = 0.0;
@@ -203,9 +260,16 @@ impl<B: AutodiffBackend> Trainer<B> {
                 std::thread::scope(|s| {
                     let handles: Vec<_> = shards
                         .iter()
-                        .map(|shard| s.spawn(move || shard_grads(&model.fresh_leaves(), shard, denom, device)))
+                        .map(|shard| {
+                            s.spawn(move || {
+                                shard_grads(&model.fresh_leaves(), shard, denom, device)
+                            })
+                        })
                         .collect();
-                    handles.into_iter().map(|h| h.join().expect("replica thread panicked")).collect()
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("replica thread panicked"))
+                        .collect()
                 })
             };
             // Fixed summation order (replica 0, 1, ...; micro-batch 0, 1, ...): deterministic.
@@ -219,12 +283,20 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
             }
         }
-        let grads: Vec<Tensor<B::InnerBackend, 2>> = grads.into_iter().map(|g| g.expect("grad_accum >= 1")).collect();
+        let grads: Vec<Tensor<B::InnerBackend, 2>> = grads
+            .into_iter()
+            .map(|g| g.expect("grad_accum >= 1"))
+            .collect();
 
         // Global-norm clipping (as torch.nn.utils.clip_grad_norm_), not burn's per-tensor clipping.
-        let sq: Vec<Tensor<B::InnerBackend, 1>> = grads.iter().map(|g| g.clone().square().sum()).collect();
+        let sq: Vec<Tensor<B::InnerBackend, 1>> =
+            grads.iter().map(|g| g.clone().square().sum()).collect();
         let grad_norm = Tensor::cat(sq, 0).sum().into_scalar().elem::<f64>().sqrt();
-        let scale = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip { tc.grad_clip / (grad_norm + 1e-6) } else { 1.0 };
+        let scale = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip {
+            tc.grad_clip / (grad_norm + 1e-6)
+        } else {
+            1.0
+        };
 
         let lr = tc.lr_at(self.state.step);
         let t = (self.state.step + 1) as i32;
@@ -247,12 +319,56 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.state.step += 1;
         self.state.tokens_seen += tc.tokens_per_step();
         self.state.cursor = self.data.cursor;
-        StepStats { step: self.state.step, loss: loss_sum / tc.grad_accum as f64, lr, grad_norm, tokens_seen: self.state.tokens_seen }
+        StepStats {
+            step: self.state.step,
+            loss: loss_sum / tc.grad_accum as f64,
+            lr,
+            grad_norm,
+            tokens_seen: self.state.tokens_seen,
+        }
+    }
+
+    /// Trains until the token budget is spent: held-out loss every `eval_every` steps, a resumable checkpoint
+    /// in `ckpt_dir` every `checkpoint_every` steps and at the end, and every event passed to `on_event`
+    /// (which may return `Err` to stop, e.g. on a stop request; the last checkpoint then resumes the run).
+    pub fn run(
+        &mut self,
+        mut held_out: Option<&mut PackedData>,
+        ckpt_dir: &Path,
+        mut on_event: impl FnMut(&TrainEvent) -> Result<()>,
+    ) -> Result<()> {
+        let tc = self.state.config.clone();
+        let total = tc.total_steps();
+        while self.state.step < total {
+            let s = self.step();
+            on_event(&TrainEvent::Step(s))?;
+            if tc.eval_every > 0 && (s.step % tc.eval_every == 0 || s.step == total) {
+                if let Some(h) = held_out.as_deref_mut() {
+                    let loss = self.eval_loss(h, tc.eval_blocks);
+                    on_event(&TrainEvent::Eval {
+                        step: s.step,
+                        tokens_seen: s.tokens_seen,
+                        loss,
+                    })?;
+                }
+            }
+            if (tc.checkpoint_every > 0 && s.step % tc.checkpoint_every == 0) || s.step == total {
+                self.save(ckpt_dir)?;
+                on_event(&TrainEvent::Checkpoint { step: s.step })?;
+            }
+        }
+        Ok(())
     }
 
     /// Mean loss over the first `blocks` blocks of `held_out` (read from its start each time; no gradients).
     pub fn eval_loss(&self, held_out: &mut PackedData, blocks: usize) -> f64 {
-        eval_loss(&self.model.valid(), held_out, blocks, self.state.config.batch_size, &self.device)
+        eval_loss(
+            &self.model.valid(),
+            held_out,
+            blocks,
+            self.state.config.batch_size,
+            &self.device,
+        )
     }
 
     /// Writes a resumable checkpoint into `dir`.
@@ -262,21 +378,29 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut tensors = vec![];
         for (kind, moments) in [("m", &self.opt.m), ("v", &self.opt.v)] {
             for ((name, shape), t) in names.iter().zip(moments) {
-                let values = t.clone().into_data().convert::<f32>().to_vec::<f32>().expect("f32");
+                let values = t
+                    .clone()
+                    .into_data()
+                    .convert::<f32>()
+                    .to_vec::<f32>()
+                    .expect("f32");
                 tensors.push((format!("{kind}.{name}"), shape.to_vec(), values));
             }
         }
         write_safetensors(&dir.join(OPTIMIZER_FILE), &tensors, None)?;
         let path = dir.join(STATE_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(&self.state)? + "\n").with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&path, serde_json::to_string_pretty(&self.state)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     /// Restores a trainer from a checkpoint written by [`Trainer::save`]. `data` must be the same corpus.
     pub fn resume(dir: &Path, data: PackedData, device: B::Device) -> Result<Self> {
         let (model_config, model) = load_model::<B>(dir, &device)?;
         let path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let state: TrainState = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let state: TrainState =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let opt_path = dir.join(OPTIMIZER_FILE);
         let mut saved = read_safetensors(&opt_path)?;
         let inner = device.clone();
@@ -285,8 +409,14 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .into_iter()
                 .map(|(name, shape)| {
                     let key = format!("{kind}.{name}");
-                    let (s, v) = saved.remove(&key).with_context(|| format!("{}: missing tensor `{key}`", opt_path.display()))?;
-                    ensure!(s == shape, "{}: `{key}` has shape {s:?}, expected {shape:?}", opt_path.display());
+                    let (s, v) = saved.remove(&key).with_context(|| {
+                        format!("{}: missing tensor `{key}`", opt_path.display())
+                    })?;
+                    ensure!(
+                        s == shape,
+                        "{}: `{key}` has shape {s:?}, expected {shape:?}",
+                        opt_path.display()
+                    );
                     Ok(Tensor::from_data(TensorData::new(v, shape), &inner))
                 })
                 .collect()
@@ -302,7 +432,13 @@ impl<B: AutodiffBackend> Trainer<B> {
 }
 
 /// Mean masked loss over the first `blocks` blocks of `data` (its cursor is reset to the start).
-pub fn eval_loss<B: Backend>(model: &Qwen2<B>, data: &mut PackedData, blocks: usize, batch: usize, device: &B::Device) -> f64 {
+pub fn eval_loss<B: Backend>(
+    model: &Qwen2<B>,
+    data: &mut PackedData,
+    blocks: usize,
+    batch: usize,
+    device: &B::Device,
+) -> f64 {
     data.cursor = Cursor { epoch: 0, block: 0 };
     let blocks = blocks.min(data.blocks_per_epoch()).max(1);
     let (mut total, mut n) = (0.0, 0);
@@ -311,7 +447,10 @@ pub fn eval_loss<B: Backend>(model: &Qwen2<B>, data: &mut PackedData, blocks: us
         let rows = left.min(batch);
         let b = data.next_batch(rows);
         let (x, y, w) = batch_tensors::<B>(&b, device);
-        total += cross_entropy(model.forward(x, None), y, w).into_scalar().elem::<f64>() * rows as f64;
+        total += cross_entropy(model.forward(x, None), y, w)
+            .into_scalar()
+            .elem::<f64>()
+            * rows as f64;
         n += rows;
         left -= rows;
     }
@@ -356,39 +495,84 @@ mod tests {
 
     #[test]
     fn n_steps_equal_half_then_kill_and_resume_then_half_bit_for_bit() {
-        let tc = TrainConfig { seq_len: 24, batch_size: 2, grad_accum: 2, data_parallel: 2, token_budget: 8 * 96, lr: 3e-3, min_lr: 3e-4, warmup_frac: 0.25, ..Default::default() };
+        let tc = TrainConfig {
+            seq_len: 24,
+            batch_size: 2,
+            grad_accum: 2,
+            data_parallel: 2,
+            token_budget: 8 * 96,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup_frac: 0.25,
+            ..Default::default()
+        };
         assert_eq!(tc.total_steps(), 8);
         let texts = corpus(12);
         let (_, cfg, data) = setup(&tc, &texts);
         let device = Default::default();
-        let mut straight = Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc.clone(), data, device);
+        let mut straight = Trainer::<B>::new(
+            Qwen2::init(&cfg, 1, &device),
+            cfg.clone(),
+            tc.clone(),
+            data,
+            device,
+        );
         let losses: Vec<f64> = (0..8).map(|_| straight.step().loss).collect();
         assert!(straight.done());
 
         let dir = std::env::temp_dir().join(format!("lm-resume-{}", std::process::id()));
         let (_, _, data) = setup(&tc, &texts);
-        let mut first = Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc.clone(), data, device);
-        for _ in 0..4 {
-            first.step();
-        }
-        first.save(&dir).unwrap();
-        drop(first); // the "kill"
+        let tc_ck = TrainConfig {
+            checkpoint_every: 4,
+            ..tc.clone()
+        };
+        let mut first = Trainer::<B>::new(
+            Qwen2::init(&cfg, 1, &device),
+            cfg.clone(),
+            tc_ck,
+            data,
+            device,
+        );
+        // Run with checkpoints every 4 steps and "kill" the run right after step 5 (past the checkpoint).
+        let killed = first.run(None, &dir, |e| match e {
+            TrainEvent::Step(s) if s.step == 5 => anyhow::bail!("killed"),
+            _ => Ok(()),
+        });
+        assert!(killed.is_err());
+        drop(first);
         let (_, _, data) = setup(&tc, &texts);
         let mut resumed = Trainer::<B>::resume(&dir, data, device).unwrap();
         assert_eq!(resumed.state.step, 4);
+        resumed.state.config.checkpoint_every = 0;
         let tail: Vec<f64> = (0..4).map(|_| resumed.step().loss).collect();
         std::fs::remove_dir_all(&dir).unwrap();
 
         assert_eq!(&losses[4..], &tail[..]);
         assert_eq!(straight.state, resumed.state);
         let bits = |t: &Trainer<B>| -> Vec<u32> {
-            let mut out: Vec<u32> = t.model.to_host(&cfg).into_iter().flat_map(|p| p.2).map(f32::to_bits).collect();
+            let mut out: Vec<u32> = t
+                .model
+                .to_host(&cfg)
+                .into_iter()
+                .flat_map(|p| p.2)
+                .map(f32::to_bits)
+                .collect();
             for x in t.opt.m.iter().chain(&t.opt.v) {
-                out.extend(x.clone().into_data().to_vec::<f32>().unwrap().into_iter().map(f32::to_bits));
+                out.extend(
+                    x.clone()
+                        .into_data()
+                        .to_vec::<f32>()
+                        .unwrap()
+                        .into_iter()
+                        .map(f32::to_bits),
+                );
             }
             out
         };
-        assert!(bits(&straight) == bits(&resumed), "weights or moments differ");
+        assert!(
+            bits(&straight) == bits(&resumed),
+            "weights or moments differ"
+        );
         assert!(losses[7] < losses[0], "loss should fall: {losses:?}");
     }
 
@@ -408,7 +592,13 @@ mod tests {
         let texts = corpus(4);
         let (tok, cfg, data) = setup(&tc, &texts);
         let device = Default::default();
-        let mut t = Trainer::<B>::new(Qwen2::init(&cfg, 2, &device), cfg.clone(), tc.clone(), data, device);
+        let mut t = Trainer::<B>::new(
+            Qwen2::init(&cfg, 2, &device),
+            cfg.clone(),
+            tc.clone(),
+            data,
+            device,
+        );
         while !t.done() {
             t.step();
         }
@@ -423,9 +613,17 @@ mod tests {
         // And greedy decoding reproduces every gold solution.
         let prompts: Vec<Vec<u32>> = texts
             .iter()
-            .map(|t| tok.encode(&t[..t.find("<solution>").unwrap() + "<solution>".len()]).unwrap())
+            .map(|t| {
+                tok.encode(&t[..t.find("<solution>").unwrap() + "<solution>".len()])
+                    .unwrap()
+            })
             .collect();
-        let out = generate(&model, &prompts, &SampleConfig::greedy(60), &mut Rng::new(0));
+        let out = generate(
+            &model,
+            &prompts,
+            &SampleConfig::greedy(60),
+            &mut Rng::new(0),
+        );
         for (text, (p, s)) in texts.iter().zip(prompts.iter().zip(&out)) {
             let full: Vec<u32> = p.iter().chain(&s.tokens).copied().collect();
             let want = text.trim_end_matches("[EOS]");
