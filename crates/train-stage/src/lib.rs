@@ -1,0 +1,485 @@
+//! The body of the `pretrain` and `midtrain` stage plugins (spec §4, §5): read a corpus that `datagen`
+//! wrote, turn it into the paper's training text, pack it, and train a Qwen2 with `lm::Trainer`, emitting
+//! progress and metrics and checkpointing so that a killed stage resumes where it stopped.
+//!
+//! The two plugins differ only in where the tokenizer and the starting weights come from: pre-training
+//! trains a tokenizer on its corpus and starts from a seeded random init; mid-training continues from the
+//! model (and tokenizer) of its `model` input with a fresh optimizer and its own schedule. Both report the
+//! tokens they trained on, and mid-training also the running total, so that mid-training and RL compute
+//! can be matched as the paper does.
+//!
+//! Output `model/`: `model.safetensors`, `config.json`, `tokenizer.json` (Hugging Face layout) and
+//! `training.json` (tokens seen, steps, final losses, the settings).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, ensure};
+use burn::backend::Autodiff;
+use burn::tensor::backend::AutodiffBackend;
+use lm::checkpoint::{load_model, save_model};
+use lm::data::{LossOn, PackedData};
+use lm::tokenizer::{Tokenizer, TokenizerKind};
+use lm::train::{TrainConfig, TrainEvent, Trainer};
+use lm::{DeviceSpec, ModelConfig, Qwen2};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use stage_api::{ArtifactKind, RunContext, StageInfo, StageKind};
+use task::dataset::read_paper_jsonl;
+
+/// Where the file `training.json` records what a training stage did.
+pub const TRAINING_FILE: &str = "training.json";
+
+/// Pre-training from scratch.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PretrainConfig {
+    /// The corpus: `<dataset>.jsonl` in the `data` input.
+    #[serde(default = "pretrain_dataset")]
+    pub dataset: String,
+    /// Records taken from the end of the corpus for the held-out loss (never trained on).
+    #[serde(default = "default_held_out")]
+    pub held_out: usize,
+    /// Tokenizer trained on the corpus: `word` (whole words and numbers, punctuation split) or `bpe:N`
+    /// (byte-level BPE with N tokens; the paper's is ~2,200).
+    #[serde(default = "default_tokenizer")]
+    pub tokenizer: String,
+    /// Model shape: `tiny-1m`, `bench-3m`, `small-10m` or `paper-100m` (the vocabulary comes from the tokenizer).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// The optimisation.
+    #[serde(default)]
+    pub train: TrainSettings,
+}
+
+/// Continued pre-training of an existing model on another corpus.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MidtrainConfig {
+    /// The corpus: `<dataset>.jsonl` in the `data` input.
+    #[serde(default = "midtrain_dataset")]
+    pub dataset: String,
+    /// Records taken from the end of the corpus for the held-out loss (never trained on).
+    #[serde(default = "default_held_out")]
+    pub held_out: usize,
+    /// The optimisation (a fresh optimizer and schedule).
+    #[serde(default)]
+    pub train: TrainSettings,
+}
+
+/// Optimisation settings shared by both stages.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    /// Tokens per packed block (documents are concatenated and cut into blocks, as the paper does).
+    pub seq_len: usize,
+    /// Blocks per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Stop after this many training tokens (whole steps).
+    pub token_budget: u64,
+    /// Peak learning rate, reached after the warm-up.
+    pub lr: f64,
+    /// The cosine schedule ends here.
+    pub min_lr: f64,
+    /// Share of the steps spent warming up linearly.
+    pub warmup_frac: f64,
+    /// AdamW weight decay (matrices only).
+    pub weight_decay: f64,
+    /// AdamW beta1.
+    pub beta1: f64,
+    /// AdamW beta2.
+    pub beta2: f64,
+    /// Global gradient-norm bound; 0 disables clipping.
+    pub grad_clip: f64,
+    /// Which tokens the loss counts: `all` (the paper) or `solution` (solution and answer only, which is
+    /// what lets a tiny model learn on a CPU, see learnability.md).
+    pub loss_on: LossOnSetting,
+    /// Held-out loss every N steps (0: only at the end).
+    pub eval_every: usize,
+    /// Blocks of held-out data per evaluation.
+    pub eval_blocks: usize,
+    /// Resumable checkpoint every N steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Replicas on threads, each taking an equal share of every micro-batch (must divide `batch_size`);
+    /// gradients are summed in a fixed order, so the result does not depend on it being 1 or 2.
+    pub data_parallel: usize,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            seq_len: 256,
+            batch_size: 16,
+            grad_accum: 1,
+            token_budget: 2_000_000,
+            lr: 1e-3,
+            min_lr: 1e-4,
+            warmup_frac: 0.05,
+            weight_decay: 0.1,
+            beta1: 0.9,
+            beta2: 0.95,
+            grad_clip: 1.0,
+            loss_on: LossOnSetting::All,
+            eval_every: 50,
+            eval_blocks: 8,
+            checkpoint_every: 50,
+            data_parallel: 2,
+        }
+    }
+}
+
+/// Which tokens count in the loss.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LossOnSetting {
+    /// Every token.
+    All,
+    /// The solution and answer tokens only.
+    Solution,
+}
+
+fn pretrain_dataset() -> String {
+    "pretrain".into()
+}
+fn midtrain_dataset() -> String {
+    "midtrain".into()
+}
+fn default_held_out() -> usize {
+    200
+}
+fn default_tokenizer() -> String {
+    "word".into()
+}
+fn default_model() -> String {
+    "bench-3m".into()
+}
+
+impl TrainSettings {
+    fn to_train_config(&self, seed: u64) -> anyhow::Result<TrainConfig> {
+        ensure!(
+            self.seq_len >= 8,
+            "config `train.seq_len`: expected at least 8, got {}",
+            self.seq_len
+        );
+        ensure!(
+            self.batch_size >= 1 && self.grad_accum >= 1,
+            "config `train.batch_size` and `train.grad_accum`: expected at least 1"
+        );
+        ensure!(
+            self.data_parallel >= 1 && self.batch_size % self.data_parallel == 0,
+            "config `train.data_parallel` = {}: expected a divisor of `train.batch_size` = {}",
+            self.data_parallel,
+            self.batch_size
+        );
+        let per_step = (self.seq_len * self.batch_size * self.grad_accum) as u64;
+        ensure!(
+            self.token_budget >= per_step,
+            "config `train.token_budget` = {}: less than one step ({per_step} tokens = seq_len x batch_size x grad_accum)",
+            self.token_budget
+        );
+        ensure!(
+            self.lr > 0.0 && self.min_lr >= 0.0 && self.min_lr <= self.lr,
+            "config `train.lr`/`train.min_lr`: expected 0 <= min_lr <= lr, lr > 0"
+        );
+        ensure!(
+            (0.0..1.0).contains(&self.warmup_frac),
+            "config `train.warmup_frac`: expected in [0, 1)"
+        );
+        Ok(TrainConfig {
+            seq_len: self.seq_len,
+            batch_size: self.batch_size,
+            grad_accum: self.grad_accum,
+            token_budget: self.token_budget,
+            lr: self.lr,
+            min_lr: self.min_lr,
+            warmup_frac: self.warmup_frac,
+            weight_decay: self.weight_decay,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            grad_clip: self.grad_clip,
+            loss_on: self.loss_on(),
+            eval_every: self.eval_every,
+            eval_blocks: self.eval_blocks,
+            checkpoint_every: self.checkpoint_every,
+            seed,
+            data_parallel: self.data_parallel,
+            ..TrainConfig::default()
+        })
+    }
+
+    fn loss_on(&self) -> LossOn {
+        match self.loss_on {
+            LossOnSetting::All => LossOn::All,
+            LossOnSetting::Solution => LossOn::Solution,
+        }
+    }
+}
+
+/// The manifest of the `pretrain` plugin.
+pub fn pretrain_info() -> StageInfo {
+    StageInfo::new(
+        StageKind::PreTrainer,
+        "Pre-trains a Qwen2 from scratch on a task corpus: trains the tokenizer, packs the paper's training \
+         text, AdamW with warm-up + cosine, global-norm clipping; resumable.",
+    )
+    .input("data", ArtifactKind::Dataset, "a directory holding `<dataset>.jsonl`")
+    .output("model", ArtifactKind::Model, "model.safetensors, config.json, tokenizer.json, training.json")
+    .devices(&["cpu", "cuda"])
+    .resumable()
+}
+
+/// The manifest of the `midtrain` plugin.
+pub fn midtrain_info() -> StageInfo {
+    StageInfo::new(
+        StageKind::MidTrainer,
+        "Continues pre-training a model on another corpus (the paper's mid-training) with its own schedule; \
+         reports its tokens and the running total; resumable.",
+    )
+    .input("model", ArtifactKind::Model, "the model to continue from")
+    .input("data", ArtifactKind::Dataset, "a directory holding `<dataset>.jsonl`")
+    .output("model", ArtifactKind::Model, "model.safetensors, config.json, tokenizer.json, training.json")
+    .devices(&["cpu", "cuda"])
+    .resumable()
+}
+
+/// Where the weights and the tokenizer start from.
+enum Start {
+    Scratch { tokenizer: String, model: String },
+    From(PathBuf),
+}
+
+/// Runs the `pretrain` stage.
+pub fn pretrain(config: PretrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Result<()> {
+    let start = Start::Scratch {
+        tokenizer: config.tokenizer.clone(),
+        model: config.model.clone(),
+    };
+    dispatch(ctx, &config.dataset, config.held_out, &config.train, start)
+}
+
+/// Runs the `midtrain` stage.
+pub fn midtrain(config: MidtrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Result<()> {
+    let start = Start::From(ctx.input("model")?.to_path_buf());
+    dispatch(ctx, &config.dataset, config.held_out, &config.train, start)
+}
+
+fn dispatch(
+    ctx: &mut RunContext<'_>,
+    dataset: &str,
+    held_out: usize,
+    settings: &TrainSettings,
+    start: Start,
+) -> anyhow::Result<()> {
+    let device: DeviceSpec = ctx.device().parse()?;
+    device.check_available()?;
+    match device {
+        DeviceSpec::Cpu | DeviceSpec::CpuFlex => train::<Autodiff<lm::CpuFlex>>(
+            ctx,
+            dataset,
+            held_out,
+            settings,
+            start,
+            Default::default(),
+        ),
+        DeviceSpec::CpuNdArray => train::<Autodiff<lm::CpuNdArray>>(
+            ctx,
+            dataset,
+            held_out,
+            settings,
+            start,
+            Default::default(),
+        ),
+        #[cfg(feature = "cuda")]
+        DeviceSpec::Cuda(i) => train::<Autodiff<lm::device::Gpu>>(
+            ctx,
+            dataset,
+            held_out,
+            settings,
+            start,
+            burn_cuda::CudaDevice::new(i),
+        ),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSpec::Cuda(_) => {
+            unreachable!("check_available rejects CUDA in a build without the `cuda` feature")
+        }
+    }
+}
+
+fn train<B: AutodiffBackend>(
+    ctx: &mut RunContext<'_>,
+    dataset: &str,
+    held_out: usize,
+    settings: &TrainSettings,
+    start: Start,
+    device: B::Device,
+) -> anyhow::Result<()> {
+    let seed = ctx.seed();
+    let train_config = settings.to_train_config(seed)?;
+    let ckpt = ctx.ckpt_dir().join("trainer");
+
+    // ---- corpus: the paper's training text, the last `held_out` records set aside
+    let path = ctx.input("data")?.join(format!("{dataset}.jsonl"));
+    ensure!(
+        path.exists(),
+        "config `dataset` = {dataset:?}: {} does not exist",
+        path.display()
+    );
+    let records = read_paper_jsonl(&path)?;
+    ensure!(
+        records.len() > held_out,
+        "config `held_out` = {held_out}: {} has only {} records; leave some to train on",
+        path.display(),
+        records.len()
+    );
+    let texts: Vec<String> = records
+        .iter()
+        .map(|r| r.training_text() + "[EOS]")
+        .collect();
+    let (train_texts, held_texts) = texts.split_at(texts.len() - held_out);
+
+    // ---- tokenizer and starting weights
+    let resuming = ctx.resuming() && ckpt.join(lm::train::STATE_FILE).exists();
+    let mut base_tokens = 0u64;
+    let tokenizer = match &start {
+        _ if resuming => Tokenizer::from_file(&ckpt.join("tokenizer.json"))?,
+        Start::Scratch { tokenizer, .. } => {
+            let kind: TokenizerKind = tokenizer.parse().context("config `tokenizer`")?;
+            Tokenizer::train(kind, train_texts.iter())?
+        }
+        Start::From(dir) => Tokenizer::from_file(&dir.join("tokenizer.json"))?,
+    };
+    if let Start::From(dir) = &start {
+        base_tokens = previous_total_tokens(dir)?;
+    }
+    let encode = |texts: &[String]| {
+        texts
+            .iter()
+            .map(|t| tokenizer.encode(t))
+            .collect::<anyhow::Result<Vec<_>>>()
+    };
+    let data = PackedData::new(
+        encode(train_texts)?,
+        train_config.loss_on,
+        train_config.seq_len,
+        seed,
+        true,
+    );
+    let mut held = match held_out {
+        0 => None,
+        _ => Some(PackedData::new(
+            encode(held_texts)?,
+            train_config.loss_on,
+            train_config.seq_len,
+            seed,
+            false,
+        )),
+    };
+
+    let mut trainer = if resuming {
+        let t = Trainer::<B>::resume(&ckpt, data, device)
+            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        ctx.log(format!(
+            "resuming at step {} of {} ({} tokens seen)",
+            t.state.step,
+            t.config().total_steps(),
+            t.state.tokens_seen
+        ));
+        t
+    } else {
+        let (model_config, model) = match &start {
+            Start::Scratch { model, .. } => {
+                let mut cfg = ModelConfig::preset(model).context("config `model`")?;
+                cfg.vocab_size = tokenizer.vocab_size();
+                let m = Qwen2::<B>::init(&cfg, seed, &device);
+                (cfg, m)
+            }
+            Start::From(dir) => load_model::<B>(dir, &device)
+                .with_context(|| format!("loading the input model from {}", dir.display()))?,
+        };
+        ensure!(
+            train_config.seq_len <= model_config.max_position_embeddings,
+            "config `train.seq_len` = {}: longer than the model's max_position_embeddings = {}",
+            train_config.seq_len,
+            model_config.max_position_embeddings
+        );
+        std::fs::create_dir_all(&ckpt).with_context(|| format!("creating {}", ckpt.display()))?;
+        tokenizer.save(&ckpt.join("tokenizer.json"))?;
+        ctx.log(format!(
+            "{} parameters, vocab {}, {} training records, {} steps of {} tokens",
+            model_config.num_params(),
+            model_config.vocab_size,
+            train_texts.len(),
+            train_config.total_steps(),
+            train_config.tokens_per_step()
+        ));
+        Trainer::<B>::new(model, model_config, train_config, data, device)
+    };
+
+    // ---- train: every step reported, checkpoints as configured, a stop request ends at the last one
+    let total = trainer.config().total_steps() as u64;
+    let mut last_loss = f64::NAN;
+    let mut last_held_out = None;
+    trainer.run(held.as_mut(), &ckpt, |event| {
+        match *event {
+            TrainEvent::Step(s) => {
+                last_loss = s.loss;
+                ctx.progress(s.step as u64, total);
+                let step = s.step as u64;
+                ctx.metric(step, "train/loss", s.loss);
+                ctx.metric(step, "train/lr", s.lr);
+                ctx.metric(step, "train/grad_norm", s.grad_norm);
+                ctx.metric(step, "train/tokens_seen", s.tokens_seen as f64);
+            }
+            TrainEvent::Eval { step, loss, .. } => {
+                last_held_out = Some(loss);
+                ctx.metric(step as u64, "held_out/loss", loss);
+            }
+            TrainEvent::Checkpoint { step } => ctx.checkpointed(step as u64),
+        }
+        ctx.check_stop()
+    })?;
+
+    // ---- the output model directory
+    let out = ctx.output("model")?;
+    save_model(out, &trainer.model, &trainer.model_config)?;
+    tokenizer.save(&out.join("tokenizer.json"))?;
+    let summary = serde_json::json!({
+        "steps": trainer.state.step,
+        "tokens_seen": trainer.state.tokens_seen,
+        "base_tokens_seen": base_tokens,
+        "total_tokens_seen": base_tokens + trainer.state.tokens_seen,
+        "final_train_loss": last_loss,
+        "final_held_out_loss": last_held_out,
+        "parameters": trainer.model_config.num_params(),
+        "dataset": dataset,
+        "train": settings,
+    });
+    let path = out.join(TRAINING_FILE);
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    ctx.log(format!(
+        "trained on {} tokens ({} in all)",
+        trainer.state.tokens_seen,
+        base_tokens + trainer.state.tokens_seen
+    ));
+    Ok(())
+}
+
+/// The training tokens behind a model directory (0 for a model this project did not train).
+fn previous_total_tokens(dir: &Path) -> anyhow::Result<u64> {
+    let path = dir.join(TRAINING_FILE);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let json: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    json["total_tokens_seen"].as_u64().with_context(|| {
+        format!(
+            "{}: `total_tokens_seen` is missing or not a number",
+            path.display()
+        )
+    })
+}
