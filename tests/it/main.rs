@@ -9,3 +9,4 @@ mod reasoning_task;
 mod runs;
 mod scaffold;
 mod support;
+mod training;

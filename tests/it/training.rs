@@ -1,0 +1,97 @@
+//! The paper's stages chained through the real runner: datagen -> pretrain -> midtrain -> eval, with a
+//! tiny model. A pre-training stage stopped midway resumes from its checkpoint and ends with the same
+//! weights as an uninterrupted run; mid-training reports the running token total.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Sandbox, ok};
+
+const PIPELINE: &str = r#"
+[pipeline]
+name = "train"
+seed = 3
+
+[stages.data]
+plugin = "datagen"
+[stages.data.config]
+preset = "cpu"
+eval = [{ name = "eval", seed = 1, ops = [2, 3], contexts = ["crazy_zootopia"], modes = ["normalforward"], per_cell = 4 }]
+train = [
+  { name = "pretrain", seed = 2, ops = { "2" = 1.0, "3" = 1.0 }, contexts = { crazy_zootopia = 1.0 }, modes = { normalforward = 1.0 }, budget = { records = 300 } },
+  { name = "midtrain", seed = 3, ops = { "3" = 1.0 }, contexts = { crazy_zootopia = 1.0 }, modes = { normalforward = 1.0 }, budget = { records = 200 } },
+]
+
+[stages.pretrain]
+plugin = "pretrain"
+inputs = { data = "data.data" }
+config = { model = "tiny-test", held_out = 20, train = { seq_len = 64, batch_size = 4, token_budget = 7680, eval_every = 10, checkpoint_every = 3, loss_on = "solution" } }
+
+[stages.midtrain]
+plugin = "midtrain"
+inputs = { model = "pretrain.model", data = "data.data" }
+config = { held_out = 20, train = { seq_len = 64, batch_size = 4, token_budget = 2560, checkpoint_every = 5 } }
+
+[stages.eval]
+plugin = "eval"
+inputs = { models = ["pretrain.model", "midtrain.model"], data = "data.data" }
+config = { max_new_tokens = 16, buckets = [{ name = "id", ops = [2, 3] }] }
+"#;
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+#[test]
+fn stopped_pretraining_resumes_to_the_same_weights_and_the_chain_completes() {
+    let sb = Sandbox::new(PIPELINE);
+    let mut child = sb.command(&[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let events = sb.stage("pretrain").join("events.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(&events).map(|t| t.matches("\"checkpoint\"").count()).unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "pretrain never checkpointed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130), "pretraining finished before Ctrl-C; raise token_budget");
+    assert!(sb.done("data") && !sb.done("pretrain"));
+
+    let t = ok(sb.run(&[]));
+    assert!(t.contains("resuming at step"), "{t}");
+    for stage in ["pretrain", "midtrain", "eval"] {
+        assert!(sb.done(stage), "{stage} not done:\n{t}");
+    }
+
+    let fresh = Sandbox::new(PIPELINE);
+    ok(fresh.run(&[]));
+    let weights = "out/model/model.safetensors";
+    let (a, b) = (std::fs::read(sb.stage("pretrain").join(weights)).unwrap(), std::fs::read(fresh.stage("pretrain").join(weights)).unwrap());
+    assert!(a == b, "resumed pre-training differs from an uninterrupted run");
+
+    let pre = json(&sb.stage("pretrain").join("out/model/training.json"));
+    let mid = json(&sb.stage("midtrain").join("out/model/training.json"));
+    assert_eq!(pre["tokens_seen"], 7680);
+    assert_eq!(mid["tokens_seen"], 2560);
+    assert_eq!(mid["base_tokens_seen"], 7680);
+    assert_eq!(mid["total_tokens_seen"], 7680 + 2560);
+    for f in ["config.json", "tokenizer.json"] {
+        assert!(sb.stage("midtrain").join("out/model").join(f).is_file(), "{f}");
+    }
+
+    let report = json(&sb.stage("eval").join("out/report/report.json"));
+    let models: Vec<&str> = report["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+    assert_eq!(models, ["pretrain.model", "midtrain.model"]);
+    assert_eq!(report["models"][1]["per_bucket"]["id"]["problems"], 8);
+}
+
+#[test]
+fn training_config_errors_name_the_field() {
+    let bad = PIPELINE.replace("token_budget = 7680", "token_budget = 100");
+    let sb = Sandbox::new(&bad);
+    let out = sb.run(&[]);
+    assert!(!out.status.success());
+    let t = crate::support::text(&out);
+    assert!(t.contains("train.token_budget") && t.contains("less than one step"), "{t}");
+    let sb = Sandbox::new(&PIPELINE.replace("model = \"tiny-test\"", "model = \"huge\""));
+    let t = crate::support::text(&sb.run(&[]));
+    assert!(t.contains("`model`") && t.contains("huge"), "{t}");
+}
