@@ -38,21 +38,37 @@ config = { max_new_tokens = 16, buckets = [{ name = "id", ops = [2, 3] }] }
 "#;
 
 fn json(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
 }
 
 #[test]
 fn stopped_pretraining_resumes_to_the_same_weights_and_the_chain_completes() {
     let sb = Sandbox::new(PIPELINE);
-    let mut child = sb.command(&[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = sb
+        .command(&[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let events = sb.stage("pretrain").join("events.jsonl");
     let deadline = Instant::now() + Duration::from_secs(300);
-    while std::fs::read_to_string(&events).map(|t| t.matches("\"checkpoint\"").count()).unwrap_or(0) < 2 {
+    while std::fs::read_to_string(&events)
+        .map(|t| t.matches("\"checkpoint\"").count())
+        .unwrap_or(0)
+        < 2
+    {
         assert!(Instant::now() < deadline, "pretrain never checkpointed");
         std::thread::sleep(Duration::from_millis(5));
     }
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    assert_eq!(child.wait().unwrap().code(), Some(130), "pretraining finished before Ctrl-C; raise token_budget");
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(130),
+        "pretraining finished before Ctrl-C; raise token_budget"
+    );
     assert!(sb.done("data") && !sb.done("pretrain"));
 
     let t = ok(sb.run(&[]));
@@ -64,8 +80,14 @@ fn stopped_pretraining_resumes_to_the_same_weights_and_the_chain_completes() {
     let fresh = Sandbox::new(PIPELINE);
     ok(fresh.run(&[]));
     let weights = "out/model/model.safetensors";
-    let (a, b) = (std::fs::read(sb.stage("pretrain").join(weights)).unwrap(), std::fs::read(fresh.stage("pretrain").join(weights)).unwrap());
-    assert!(a == b, "resumed pre-training differs from an uninterrupted run");
+    let (a, b) = (
+        std::fs::read(sb.stage("pretrain").join(weights)).unwrap(),
+        std::fs::read(fresh.stage("pretrain").join(weights)).unwrap(),
+    );
+    assert!(
+        a == b,
+        "resumed pre-training differs from an uninterrupted run"
+    );
 
     let pre = json(&sb.stage("pretrain").join("out/model/training.json"));
     let mid = json(&sb.stage("midtrain").join("out/model/training.json"));
@@ -74,11 +96,19 @@ fn stopped_pretraining_resumes_to_the_same_weights_and_the_chain_completes() {
     assert_eq!(mid["base_tokens_seen"], 7680);
     assert_eq!(mid["total_tokens_seen"], 7680 + 2560);
     for f in ["config.json", "tokenizer.json"] {
-        assert!(sb.stage("midtrain").join("out/model").join(f).is_file(), "{f}");
+        assert!(
+            sb.stage("midtrain").join("out/model").join(f).is_file(),
+            "{f}"
+        );
     }
 
     let report = json(&sb.stage("eval").join("out/report/report.json"));
-    let models: Vec<&str> = report["models"].as_array().unwrap().iter().map(|m| m["model"].as_str().unwrap()).collect();
+    let models: Vec<&str> = report["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
     assert_eq!(models, ["pretrain.model", "midtrain.model"]);
     assert_eq!(report["models"][1]["per_bucket"]["id"]["problems"], 8);
 }
@@ -90,7 +120,10 @@ fn training_config_errors_name_the_field() {
     let out = sb.run(&[]);
     assert!(!out.status.success());
     let t = crate::support::text(&out);
-    assert!(t.contains("train.token_budget") && t.contains("less than one step"), "{t}");
+    assert!(
+        t.contains("train.token_budget") && t.contains("less than one step"),
+        "{t}"
+    );
     let sb = Sandbox::new(&PIPELINE.replace("model = \"tiny-test\"", "model = \"huge\""));
     let t = crate::support::text(&sb.run(&[]));
     assert!(t.contains("`model`") && t.contains("huge"), "{t}");
