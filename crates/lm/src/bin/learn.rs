@@ -5,7 +5,8 @@
 //!
 //! Flags (defaults in brackets): --task-preset cpu|paper [cpu], --ops 2,3,4 [2,3,4], --records N [30000],
 //! --eval-per-op N [60], --model PRESET [tiny-1m], --tokenizer word|bpe:N [word], --loss-on solution|all
-//! [solution], --seq-len N [256], --batch N [16], --lr X [2e-3], --minutes X [12], --dp N [2], --seed N [0].
+//! [solution], --seq-len N [256], --batch N [16], --lr X [2e-3], --minutes X [12], --dp N [2], --seed N [0],
+//! --task-set k=v,k=v (task-config overrides), --steps N (fixed schedule instead of the wall-time budget).
 //! The LR schedule (3 % warm-up, cosine to lr/10) is sized to the wall-time budget from the speed of the first
 //! steps. Prints a per-op table (answer accuracy / verified-correct) and writes `report.json` + the checkpoint.
 
@@ -39,7 +40,13 @@ fn main() -> Result<()> {
         a.insert(k.to_string(), v.clone());
     }
     let get = |k: &str, d: &str| a.get(k).cloned().unwrap_or_else(|| d.to_string());
-    let task_cfg = TaskConfig::preset(&get("task-preset", "cpu"))?;
+    // `--task-set max_distractors=1,max_width=2`: task-config field overrides on top of the preset.
+    let task_sets: Vec<String> = a
+        .get("task-set")
+        .map(|s| s.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let task_cfg =
+        TaskConfig::preset_with(&get("task-preset", "cpu"), &task::cli::parse_sets(&task_sets)?)?;
     let ops: Vec<u32> = get("ops", "2,3,4")
         .split(',')
         .map(|s| s.trim().parse())
@@ -53,6 +60,9 @@ fn main() -> Result<()> {
     let batch: usize = get("batch", "16").parse()?;
     let lr: f64 = get("lr", "2e-3").parse()?;
     let minutes: f64 = get("minutes", "12").parse()?;
+    // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
+    // runs on a machine whose speed varies.
+    let fixed_steps: Option<u64> = a.get("steps").map(|s| s.parse()).transpose().context("--steps")?;
     let dp: usize = get("dp", "2").parse()?;
     let seed: u64 = get("seed", "0").parse()?;
     let out = PathBuf::from(get("out", "learn-out"));
@@ -115,7 +125,8 @@ fn main() -> Result<()> {
         seq_len,
         batch_size: batch,
         grad_accum: 1,
-        token_budget: u64::MAX / 2, // sized below from measured speed
+        // Sized below from measured speed unless --steps fixes it.
+        token_budget: fixed_steps.map_or(u64::MAX / 2, |n| n * (seq_len * batch) as u64),
         lr,
         min_lr: lr / 10.0,
         warmup_frac: 0.03,
@@ -144,7 +155,7 @@ fn main() -> Result<()> {
         let s = trainer.step();
         ema = Some(ema.map_or(s.loss, |e: f64| 0.98 * e + 0.02 * s.loss));
         let el = t_train.elapsed().as_secs_f64();
-        if s.step == 5 {
+        if s.step == 5 && fixed_steps.is_none() {
             // Size the cosine schedule to the time budget from the speed so far.
             let steps = (budget_s / (el / 5.0)) as u64;
             trainer.state.config.token_budget = steps.max(6) * trainer.config().tokens_per_step();
@@ -165,7 +176,8 @@ fn main() -> Result<()> {
                 s.tokens_seen as f64 / el
             );
         }
-        if (s.step > 5 && trainer.done()) || el > budget_s * 1.05 {
+        let over_time = fixed_steps.is_none() && el > budget_s * 1.05;
+        if (s.step > 5 && trainer.done()) || over_time {
             break;
         }
     }
