@@ -8,22 +8,22 @@ use crate::config::ModelConfig;
 use crate::model::HostParam;
 use rayon::prelude::*;
 
-struct HostLayer {
-    attn_norm: Vec<f32>,
-    wqkv: Vec<f32>,
-    bqkv: Vec<f32>,
-    wo: Vec<f32>,
-    mlp_norm: Vec<f32>,
-    wgate_up: Vec<f32>,
-    wdown: Vec<f32>,
+pub(crate) struct HostLayer {
+    pub(crate) attn_norm: Vec<f32>,
+    pub(crate) wqkv: Vec<f32>,
+    pub(crate) bqkv: Vec<f32>,
+    pub(crate) wo: Vec<f32>,
+    pub(crate) mlp_norm: Vec<f32>,
+    pub(crate) wgate_up: Vec<f32>,
+    pub(crate) wdown: Vec<f32>,
 }
 
 /// Weights on the host in the model's internal layout (`[in, out]` row-major).
 pub struct HostModel {
     pub cfg: ModelConfig,
-    embed: Vec<f32>,
-    layers: Vec<HostLayer>,
-    final_norm: Vec<f32>,
+    pub(crate) embed: Vec<f32>,
+    pub(crate) layers: Vec<HostLayer>,
+    pub(crate) final_norm: Vec<f32>,
 }
 
 impl HostModel {
@@ -102,7 +102,7 @@ fn matmul(
 /// Dot product with 16 independent accumulators (so the compiler can vectorise it; a plain `sum()` of
 /// products is a serial dependency chain), compiled for AVX2+FMA when the CPU has it.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -140,7 +140,7 @@ fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
 
 /// `o += w * v`, vectorised like [`dot`].
 #[inline]
-fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
+pub(crate) fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

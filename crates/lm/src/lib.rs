@@ -9,6 +9,7 @@ pub mod data;
 pub mod device;
 pub mod export;
 pub mod host;
+pub mod host_train;
 pub mod model;
 pub mod rng;
 pub mod sample;

@@ -8,6 +8,8 @@
 use crate::checkpoint::{load_model, read_safetensors, save_model, write_safetensors};
 use crate::config::ModelConfig;
 use crate::data::{Batch, Cursor, LossOn, PackedData};
+use crate::host::HostModel;
+use crate::host_train;
 use crate::model::{Qwen2, cross_entropy, cross_entropy_sum};
 use anyhow::{Context, Result, ensure};
 use burn::module::{AutodiffModule, Param};
@@ -49,7 +51,8 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Replicas that each take an equal share of every micro-batch's rows on their own thread; gradients are
     /// summed in a fixed order, so results stay deterministic. burn runs most non-GEMM ops on one core, so
-    /// 2 replicas use both cores of a 2-core machine. Must divide `batch_size`.
+    /// 2 replicas use both cores of a 2-core machine. Must divide `batch_size`. Only the burn autodiff path
+    /// (non-CPU backends) uses it: on CPU the host gradient path ([`crate::host_train`]) is parallel inside.
     #[serde(default = "one")]
     pub data_parallel: usize,
 }
@@ -152,6 +155,16 @@ pub struct Trainer<B: AutodiffBackend> {
     pub data: PackedData,
     pub state: TrainState,
     device: B::Device,
+    /// Activation buffers of the host gradient path, reused across steps.
+    host_ws: host_train::Workspace,
+}
+
+/// True for the CPU backends, whose gradients [`crate::host_train`] computes on the host (as the sampler
+/// uses [`crate::host::HostDecoder`]); every other backend goes through burn autodiff.
+fn host_backend<B: Backend>() -> bool {
+    use std::any::TypeId;
+    TypeId::of::<B>() == TypeId::of::<crate::CpuFlex>()
+        || TypeId::of::<B>() == TypeId::of::<crate::CpuNdArray>()
 }
 
 fn decays(cfg: &ModelConfig) -> Vec<bool> {
@@ -162,7 +175,7 @@ fn decays(cfg: &ModelConfig) -> Vec<bool> {
 }
 
 /// Forward + backward of one shard: returns its summed weighted NLL and the gradients of (that sum / denom).
-fn shard_grads<B: AutodiffBackend>(
+pub(crate) fn shard_grads<B: AutodiffBackend>(
     model: &Qwen2<B>,
     shard: &Batch,
     denom: f64,
@@ -225,6 +238,7 @@ impl<B: AutodiffBackend> Trainer<B> {
                 config,
             },
             device,
+            host_ws: host_train::Workspace::new(),
         }
     }
 
@@ -245,48 +259,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             "data_parallel {dp} must divide batch_size {}",
             tc.batch_size
         );
-        let n_params = self.model.params().len();
-        let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; n_params];
-        let mut loss_sum = 0.0;
-        for _ in 0..tc.grad_accum {
-            let batch = self.data.next_batch(tc.batch_size);
-            // Each micro-batch contributes (its mean loss) / grad_accum; its mean is over all its rows.
-            let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
-            let shards = batch.split(dp);
-            let results: Vec<(f64, Vec<Tensor<B::InnerBackend, 2>>)> = if dp == 1 {
-                vec![shard_grads(&self.model, &shards[0], denom, &self.device)]
-            } else {
-                let (model, device) = (&self.model, &self.device);
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = shards
-                        .iter()
-                        .map(|shard| {
-                            s.spawn(move || {
-                                shard_grads(&model.fresh_leaves(), shard, denom, device)
-                            })
-                        })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("replica thread panicked"))
-                        .collect()
-                })
-            };
-            // Fixed summation order (replica 0, 1, ...; micro-batch 0, 1, ...): deterministic.
-            for (nll, gs) in results {
-                loss_sum += nll * tc.grad_accum as f64 / denom;
-                for (acc, g) in grads.iter_mut().zip(gs) {
-                    *acc = Some(match acc.take() {
-                        None => g,
-                        Some(a) => a + g,
-                    });
-                }
-            }
-        }
-        let grads: Vec<Tensor<B::InnerBackend, 2>> = grads
-            .into_iter()
-            .map(|g| g.expect("grad_accum >= 1"))
-            .collect();
+        let (grads, loss_sum) = if host_backend::<B::InnerBackend>() {
+            self.host_grads(&tc)
+        } else {
+            self.burn_grads(&tc, dp)
+        };
 
         // Global-norm clipping (as torch.nn.utils.clip_grad_norm_), not burn's per-tensor clipping.
         let sq: Vec<Tensor<B::InnerBackend, 1>> =
@@ -326,6 +303,89 @@ impl<B: AutodiffBackend> Trainer<B> {
             grad_norm,
             tokens_seen: self.state.tokens_seen,
         }
+    }
+
+    /// Summed gradients of all micro-batches and the summed loss, on the host (CPU backends): see
+    /// [`crate::host_train`]. The whole micro-batch is one call, parallel inside, so `data_parallel` does not
+    /// change the work split here (nor, up to f32 rounding, the result).
+    fn host_grads(&mut self, tc: &TrainConfig) -> (Vec<Tensor<B::InnerBackend, 2>>, f64) {
+        let host = HostModel::new(&self.model_config, self.model.to_host(&self.model_config));
+        let mut acc: Vec<Vec<f32>> = vec![];
+        let mut loss_sum = 0.0;
+        for _ in 0..tc.grad_accum {
+            let batch = self.data.next_batch(tc.batch_size);
+            let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
+            let (nll, gs) = self.host_ws.loss_and_grads(&host, &batch, denom);
+            loss_sum += nll * tc.grad_accum as f64 / denom;
+            if acc.is_empty() {
+                acc = gs;
+            } else {
+                // Micro-batch order is fixed: deterministic.
+                for (a, g) in acc.iter_mut().zip(&gs) {
+                    for (a, g) in a.iter_mut().zip(g) {
+                        *a += g;
+                    }
+                }
+            }
+        }
+        let grads = Qwen2::<B>::param_shapes(&self.model_config)
+            .into_iter()
+            .zip(acc)
+            .map(|((_, shape), g)| Tensor::from_data(TensorData::new(g, shape), &self.device))
+            .collect();
+        (grads, loss_sum)
+    }
+
+    /// Summed gradients of all micro-batches and the summed loss through burn autodiff, with `dp`
+    /// data-parallel replicas per micro-batch.
+    fn burn_grads(
+        &mut self,
+        tc: &TrainConfig,
+        dp: usize,
+    ) -> (Vec<Tensor<B::InnerBackend, 2>>, f64) {
+        let n_params = self.model.params().len();
+        let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; n_params];
+        let mut loss_sum = 0.0;
+        for _ in 0..tc.grad_accum {
+            let batch = self.data.next_batch(tc.batch_size);
+            // Each micro-batch contributes (its mean loss) / grad_accum; its mean is over all its rows.
+            let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
+            let shards = batch.split(dp);
+            let results: Vec<(f64, Vec<Tensor<B::InnerBackend, 2>>)> = if dp == 1 {
+                vec![shard_grads(&self.model, &shards[0], denom, &self.device)]
+            } else {
+                let (model, device) = (&self.model, &self.device);
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = shards
+                        .iter()
+                        .map(|shard| {
+                            s.spawn(move || {
+                                shard_grads(&model.fresh_leaves(), shard, denom, device)
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().expect("replica thread panicked"))
+                        .collect()
+                })
+            };
+            // Fixed summation order (replica 0, 1, ...; micro-batch 0, 1, ...): deterministic.
+            for (nll, gs) in results {
+                loss_sum += nll * tc.grad_accum as f64 / denom;
+                for (acc, g) in grads.iter_mut().zip(gs) {
+                    *acc = Some(match acc.take() {
+                        None => g,
+                        Some(a) => a + g,
+                    });
+                }
+            }
+        }
+        let grads = grads
+            .into_iter()
+            .map(|g| g.expect("grad_accum >= 1"))
+            .collect();
+        (grads, loss_sum)
     }
 
     /// Trains until the token budget is spent: held-out loss every `eval_every` steps, a resumable checkpoint

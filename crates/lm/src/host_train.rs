@@ -1,0 +1,895 @@
+//! Hand-written forward + backward of [`crate::model::Qwen2`] over host `f32` buffers: what CPU training
+//! runs instead of burn autodiff. It computes exactly what `train::shard_grads` computes (the summed weighted
+//! token NLL of a batch and the gradients of that sum / `denom`, every parameter, canonical order), checked
+//! against burn autodiff in the tests below.
+//!
+//! Why: on CPU, burn's autodiff graph spends as long on strided copies, memmoves and single-threaded
+//! element-wise kernels as on GEMMs. Here every projection is one GEMM over all `rows × seq_len` tokens (the
+//! `gemm` crate, multi-threaded), attention runs per (row, kv head) in parallel and skips the masked upper
+//! triangle, and every element-wise step (RMSNorm, RoPE, SwiGLU, softmax + cross-entropy) is one fused pass
+//! over rows. Activations live in a [`Workspace`] that is reused from step to step.
+//!
+//! Determinism: every parallel split is static (fixed chunks of rows, or one task per (row, kv head) that
+//! owns its outputs), and every sum across rows — norm-weight and bias gradients, the loss, the embedding
+//! scatter-add — adds fixed chunks in a fixed order. The same inputs give the same bits however rayon
+//! schedules the work.
+
+use crate::data::Batch;
+use crate::host::{HostModel, axpy, dot};
+use rayon::prelude::*;
+
+/// Rows per chunk of the reductions across rows: partial sums per chunk, then added chunk by chunk in order.
+const REDUCE_ROWS: usize = 64;
+/// Minimum rows per rayon task in the element-wise passes (smaller tasks cost more to schedule than to run).
+const MIN_ROWS: usize = 16;
+
+/// What the forward pass keeps of one layer for the backward pass. The normalised inputs of the two
+/// projections and the SwiGLU output are recomputed instead (one cheap pass each; saves memory bandwidth).
+#[derive(Default)]
+struct LayerActs {
+    /// 1 / rms of the layer input (the residual stream), per token.
+    inv_attn: Vec<f32>,
+    /// Fused q | k | v projection `[n, (nh + 2 nkv) hd]`, q and k after RoPE.
+    qkv: Vec<f32>,
+    /// Attention probabilities `[rows, nh, t, t]`; only the causal lower triangle is written or read.
+    probs: Vec<f32>,
+    /// Attention output, heads side by side `[n, nh hd]` (the input of `wo`).
+    att: Vec<f32>,
+    /// 1 / rms of the residual stream after attention.
+    inv_mlp: Vec<f32>,
+    /// gate | up `[n, 2 ffn]`.
+    gu: Vec<f32>,
+}
+
+/// Reusable buffers for [`Workspace::loss_and_grads`]; sized on first use and whenever the batch shape or
+/// the model changes.
+#[derive(Default)]
+pub struct Workspace {
+    shape: (usize, usize, usize),
+    acts: Vec<LayerActs>,
+    /// Residual stream: `resid[2l]` enters layer `l`, `resid[2l + 1]` is after its attention, `resid[2L]`
+    /// enters the final norm.
+    resid: Vec<Vec<f32>>,
+    inv_final: Vec<f32>,
+    h_final: Vec<f32>,
+    /// Logits, turned in place into d(loss / denom) / d(logits).
+    logits: Vec<f32>,
+    // Scratch shared by all layers.
+    h: Vec<f32>,
+    act: Vec<f32>,
+    dgu: Vec<f32>,
+    dx: Vec<f32>,
+    dh: Vec<f32>,
+    datt: Vec<f32>,
+    dqkv: Vec<f32>,
+    /// Head-major attention buffers: `[rows, nh, t, hd]` (the output / dq) and `[rows, nkv, t, hd]` (dk, dv),
+    /// so that each (row, kv head) task owns one contiguous slice of each.
+    head_out: Vec<f32>,
+    dk: Vec<f32>,
+    dv: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+/// `out[m, n] (+)= op(a) · op(b)`, row-major, where `op(a)` is `a` `[m, k]` or, with `a_t`, the transpose of
+/// `a` stored `[k, m]`; likewise `op(b)` is `b` `[k, n]` or, with `b_t`, `b` stored `[n, k]` transposed.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    out: &mut [f32],
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    m: usize,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+) {
+    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+    let (lhs_cs, lhs_rs) = if a_t {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
+    let (rhs_cs, rhs_rs) = if b_t {
+        (k as isize, 1)
+    } else {
+        (1, n as isize)
+    };
+    let par = if m * n * k >= 1 << 18 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the slices hold at least the accessed extents (asserted above) and `out` does not alias the
+    // inputs (it is a distinct `&mut`).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            b.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// RMSNorm forward as the burn model computes it (`x · inv · w`, `inv = 1 / sqrt(mean(x²) + eps)`); also
+/// returns `inv` per row.
+fn rms_norm_fwd(x: &[f32], w: &[f32], eps: f32, out: &mut [f32], inv: &mut [f32]) {
+    let h = w.len();
+    out.par_chunks_mut(h)
+        .zip(inv.par_iter_mut())
+        .zip(x.par_chunks(h))
+        .with_min_len(MIN_ROWS)
+        .for_each(|((o, s), r)| {
+            let ms = r.iter().map(|v| v * v).sum::<f32>() / h as f32;
+            *s = 1.0 / (ms + eps).sqrt();
+            for ((o, v), w) in o.iter_mut().zip(r).zip(w) {
+                *o = v * *s * w;
+            }
+        });
+}
+
+/// RMSNorm output again from the saved `inv` (bit-identical to the forward's).
+fn rms_norm_apply(x: &[f32], w: &[f32], inv: &[f32], out: &mut [f32]) {
+    let h = w.len();
+    out.par_chunks_mut(h)
+        .zip(inv.par_iter())
+        .zip(x.par_chunks(h))
+        .with_min_len(MIN_ROWS)
+        .for_each(|((o, s), r)| {
+            for ((o, v), w) in o.iter_mut().zip(r).zip(w) {
+                *o = v * s * w;
+            }
+        });
+}
+
+/// RMSNorm backward: `dx (+)= inv · (dy ⊙ w) − x · inv³ / h · Σ(dy ⊙ w ⊙ x)` per row; returns
+/// `dw = Σ_rows dy ⊙ x · inv`, summed in fixed chunks in a fixed order.
+fn rms_norm_bwd(
+    x: &[f32],
+    w: &[f32],
+    inv: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    accumulate: bool,
+) -> Vec<f32> {
+    let h = w.len();
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(REDUCE_ROWS * h)
+        .zip(x.par_chunks(REDUCE_ROWS * h))
+        .zip(dy.par_chunks(REDUCE_ROWS * h))
+        .zip(inv.par_chunks(REDUCE_ROWS))
+        .map(|(((dxc, xc), dyc), ic)| {
+            let mut dw = vec![0.0f32; h];
+            for (((dxr, xr), dyr), &s) in dxc
+                .chunks_mut(h)
+                .zip(xc.chunks(h))
+                .zip(dyc.chunks(h))
+                .zip(ic)
+            {
+                let mut proj = 0.0f32;
+                for k in 0..h {
+                    proj += dyr[k] * w[k] * xr[k];
+                    dw[k] += dyr[k] * xr[k] * s;
+                }
+                let c = proj * s * s * s / h as f32;
+                if accumulate {
+                    for k in 0..h {
+                        dxr[k] += s * dyr[k] * w[k] - xr[k] * c;
+                    }
+                } else {
+                    for k in 0..h {
+                        dxr[k] = s * dyr[k] * w[k] - xr[k] * c;
+                    }
+                }
+            }
+            dw
+        })
+        .collect();
+    sum_in_order(partials, h)
+}
+
+/// Column sums of `x` `[rows, width]`, in fixed chunks in a fixed order.
+fn column_sums(x: &[f32], width: usize) -> Vec<f32> {
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(REDUCE_ROWS * width)
+        .map(|c| {
+            let mut s = vec![0.0f32; width];
+            for r in c.chunks(width) {
+                for (s, v) in s.iter_mut().zip(r) {
+                    *s += v;
+                }
+            }
+            s
+        })
+        .collect();
+    sum_in_order(partials, width)
+}
+
+fn sum_in_order(partials: Vec<Vec<f32>>, width: usize) -> Vec<f32> {
+    let mut it = partials.into_iter();
+    let mut acc = it.next().unwrap_or_else(|| vec![0.0; width]);
+    for p in it {
+        for (a, v) in acc.iter_mut().zip(&p) {
+            *a += v;
+        }
+    }
+    acc
+}
+
+/// Half-rotation RoPE on the q and k heads of every `qkv` row (token `i` of its row at position `i`).
+/// `inverse` applies the transposed rotation, which is the backward pass of the forward one.
+fn rope(
+    qkv: &mut [f32],
+    width: usize,
+    rope_heads: usize,
+    hd: usize,
+    t: usize,
+    cos: &[f32],
+    sin: &[f32],
+    inverse: bool,
+) {
+    let half = hd / 2;
+    qkv.par_chunks_mut(width)
+        .enumerate()
+        .with_min_len(MIN_ROWS)
+        .for_each(|(ri, row)| {
+            let i = ri % t;
+            let (cs, sn) = (
+                &cos[i * half..(i + 1) * half],
+                &sin[i * half..(i + 1) * half],
+            );
+            for head in row[..rope_heads * hd].chunks_mut(hd) {
+                let (a, b) = head.split_at_mut(half);
+                for d in 0..half {
+                    let (x1, x2) = (a[d], b[d]);
+                    if inverse {
+                        a[d] = x1 * cs[d] + x2 * sn[d];
+                        b[d] = x2 * cs[d] - x1 * sn[d];
+                    } else {
+                        a[d] = x1 * cs[d] - x2 * sn[d];
+                        b[d] = x2 * cs[d] + x1 * sn[d];
+                    }
+                }
+            }
+        });
+}
+
+#[inline]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// Shapes of one call, to keep the argument lists short.
+#[derive(Clone, Copy)]
+struct Dims {
+    rows: usize,
+    t: usize,
+    h: usize,
+    nh: usize,
+    nkv: usize,
+    hd: usize,
+    f: usize,
+    v: usize,
+}
+
+impl Dims {
+    fn n(&self) -> usize {
+        self.rows * self.t
+    }
+    fn width(&self) -> usize {
+        (self.nh + 2 * self.nkv) * self.hd
+    }
+    fn g(&self) -> usize {
+        self.nh / self.nkv
+    }
+}
+
+/// Causal attention forward, one task per (row, kv head) over its `g` query heads: normalised probabilities
+/// into `probs` `[rows, nh, t, t]` and outputs into `out` `[rows, nh, t, hd]` (head-major).
+fn attention_fwd(d: Dims, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
+    let (t, hd, g, width) = (d.t, d.hd, d.g(), d.width());
+    let scale = 1.0 / (hd as f32).sqrt();
+    probs
+        .par_chunks_mut(g * t * t)
+        .zip(out.par_chunks_mut(g * t * hd))
+        .enumerate()
+        .for_each(|(task, (pc, oc))| {
+            let (r, kv) = (task / d.nkv, task % d.nkv);
+            let tok = |i: usize| &qkv[(r * t + i) * width..(r * t + i + 1) * width];
+            let (k_off, v_off) = ((d.nh + kv) * hd, (d.nh + d.nkv + kv) * hd);
+            for j in 0..g {
+                let head = kv * g + j;
+                for i in 0..t {
+                    let q = &tok(i)[head * hd..(head + 1) * hd];
+                    let p = &mut pc[(j * t + i) * t..][..=i];
+                    let mut max = f32::NEG_INFINITY;
+                    for (jj, s) in p.iter_mut().enumerate() {
+                        *s = dot(q, &tok(jj)[k_off..k_off + hd]) * scale;
+                        max = max.max(*s);
+                    }
+                    let mut z = 0.0f32;
+                    for s in p.iter_mut() {
+                        *s = (*s - max).exp();
+                        z += *s;
+                    }
+                    let o = &mut oc[(j * t + i) * hd..(j * t + i + 1) * hd];
+                    o.fill(0.0);
+                    for (jj, s) in p.iter_mut().enumerate() {
+                        *s /= z;
+                        axpy(o, *s, &tok(jj)[v_off..v_off + hd]);
+                    }
+                }
+            }
+        });
+}
+
+/// Causal attention backward, one task per (row, kv head): from `datt` `[n, nh hd]` to dq (head-major into
+/// `dq` `[rows, nh, t, hd]`, before the RoPE backward) and dk, dv (`[rows, nkv, t, hd]`). The `g` query
+/// heads of a group add into their shared dk, dv in head order, inside the one task.
+fn attention_bwd(
+    d: Dims,
+    qkv: &[f32],
+    probs: &[f32],
+    datt: &[f32],
+    dq: &mut [f32],
+    dk: &mut [f32],
+    dv: &mut [f32],
+) {
+    let (t, hd, g, width) = (d.t, d.hd, d.g(), d.width());
+    let scale = 1.0 / (hd as f32).sqrt();
+    dq.par_chunks_mut(g * t * hd)
+        .zip(dk.par_chunks_mut(t * hd))
+        .zip(dv.par_chunks_mut(t * hd))
+        .enumerate()
+        .for_each(|(task, ((dqc, dkc), dvc))| {
+            let (r, kv) = (task / d.nkv, task % d.nkv);
+            let tok = |i: usize| &qkv[(r * t + i) * width..(r * t + i + 1) * width];
+            let (k_off, v_off) = ((d.nh + kv) * hd, (d.nh + d.nkv + kv) * hd);
+            let pc = &probs[(r * d.nh + kv * g) * t * t..][..g * t * t];
+            dkc.fill(0.0);
+            dvc.fill(0.0);
+            let mut ds = vec![0.0f32; t];
+            for j in 0..g {
+                let head = kv * g + j;
+                for i in 0..t {
+                    let q = &tok(i)[head * hd..(head + 1) * hd];
+                    let o_grad = &datt[((r * t + i) * d.nh + head) * hd..][..hd];
+                    let p = &pc[(j * t + i) * t..][..=i];
+                    // dP = dO · Vᵀ; softmax backward: dS = P ⊙ (dP − Σ P ⊙ dP).
+                    let mut pdp = 0.0f32;
+                    for (jj, (s, &pj)) in ds.iter_mut().zip(p).enumerate() {
+                        *s = dot(o_grad, &tok(jj)[v_off..v_off + hd]);
+                        pdp += pj * *s;
+                    }
+                    let dqi = &mut dqc[(j * t + i) * hd..(j * t + i + 1) * hd];
+                    dqi.fill(0.0);
+                    for (jj, &pj) in p.iter().enumerate() {
+                        let s = pj * (ds[jj] - pdp) * scale;
+                        axpy(dqi, s, &tok(jj)[k_off..k_off + hd]);
+                        axpy(&mut dkc[jj * hd..(jj + 1) * hd], s, q);
+                        axpy(&mut dvc[jj * hd..(jj + 1) * hd], pj, o_grad);
+                    }
+                }
+            }
+        });
+}
+
+/// Softmax cross-entropy over each row of `logits` `[n, v]`, replaced in place by its gradient
+/// `weight / denom · (softmax − onehot(target))`. Returns Σ weight · NLL (rows added in order, in f64).
+fn cross_entropy_fwd_bwd(
+    logits: &mut [f32],
+    v: usize,
+    targets: &[i32],
+    weights: &[f32],
+    denom: f64,
+) -> f64 {
+    let per_row: Vec<f64> = logits
+        .par_chunks_mut(v)
+        .zip(targets.par_iter().zip(weights.par_iter()))
+        .with_min_len(MIN_ROWS)
+        .map(|(l, (&tgt, &w))| {
+            if w == 0.0 {
+                l.fill(0.0);
+                return 0.0;
+            }
+            let tgt = tgt as usize;
+            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut z = 0.0f32;
+            for x in l.iter_mut() {
+                *x = (*x - max).exp();
+                z += *x;
+            }
+            // NLL = log z − (l[tgt] − max); l[tgt] − max = ln(e[tgt]) is recovered without another pass.
+            let nll = z.ln() - l[tgt].ln();
+            let scale = (w as f64 / denom) as f32;
+            let c = scale / z;
+            for x in l.iter_mut() {
+                *x *= c;
+            }
+            l[tgt] -= scale;
+            w as f64 * nll as f64
+        })
+        .collect();
+    per_row.iter().sum()
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn ensure(&mut self, d: Dims, layers: usize, theta: f64) {
+        let (n, h) = (d.n(), d.h);
+        let resize = |b: &mut Vec<f32>, len: usize| {
+            if b.len() != len {
+                *b = vec![0.0; len];
+            }
+        };
+        self.acts.resize_with(layers, LayerActs::default);
+        for a in &mut self.acts {
+            resize(&mut a.inv_attn, n);
+            resize(&mut a.qkv, n * d.width());
+            resize(&mut a.probs, d.rows * d.nh * d.t * d.t);
+            resize(&mut a.att, n * d.nh * d.hd);
+            resize(&mut a.inv_mlp, n);
+            resize(&mut a.gu, n * 2 * d.f);
+        }
+        self.resid.resize_with(2 * layers + 1, Vec::new);
+        for r in &mut self.resid {
+            resize(r, n * h);
+        }
+        resize(&mut self.inv_final, n);
+        resize(&mut self.h_final, n * h);
+        resize(&mut self.logits, n * d.v);
+        resize(&mut self.h, n * h);
+        resize(&mut self.act, n * d.f);
+        resize(&mut self.dgu, n * 2 * d.f);
+        resize(&mut self.dx, n * h);
+        resize(&mut self.dh, n * h);
+        resize(&mut self.datt, n * d.nh * d.hd);
+        resize(&mut self.dqkv, n * d.width());
+        resize(&mut self.head_out, n * d.nh * d.hd);
+        resize(&mut self.dk, n * d.nkv * d.hd);
+        resize(&mut self.dv, n * d.nkv * d.hd);
+        if self.shape != (d.t, d.hd, theta.to_bits() as usize) {
+            // cos/sin per position, computed in f32 exactly as `model::rope_tables` does.
+            let half = d.hd / 2;
+            let inv: Vec<f32> = (0..half)
+                .map(|i| 1.0 / (theta as f32).powf((2 * i) as f32 / d.hd as f32))
+                .collect();
+            self.cos.clear();
+            self.sin.clear();
+            for p in 0..d.t {
+                for f in &inv {
+                    let a = p as f32 * f;
+                    self.cos.push(a.cos());
+                    self.sin.push(a.sin());
+                }
+            }
+            self.shape = (d.t, d.hd, theta.to_bits() as usize);
+        }
+    }
+
+    /// Forward and backward of one batch (causal, unpadded rows, positions from 0): returns the summed weighted
+    /// token NLL and the gradients of (that sum / `denom`) for every parameter, canonical order and shapes
+    /// (as `Qwen2::param_shapes`).
+    pub fn loss_and_grads(
+        &mut self,
+        m: &HostModel,
+        batch: &Batch,
+        denom: f64,
+    ) -> (f64, Vec<Vec<f32>>) {
+        let c = &m.cfg;
+        let d = Dims {
+            rows: batch.rows,
+            t: batch.seq_len,
+            h: c.hidden_size,
+            nh: c.num_attention_heads,
+            nkv: c.num_key_value_heads,
+            hd: c.head_dim(),
+            f: c.intermediate_size,
+            v: c.vocab_size,
+        };
+        let (n, h, f, width, nl) = (d.n(), d.h, d.f, d.width(), m.layers.len());
+        let att_w = d.nh * d.hd;
+        let eps = c.rms_norm_eps as f32;
+        assert_eq!(batch.inputs.len(), n, "batch inputs");
+        assert_eq!(batch.targets.len(), n, "batch targets");
+        assert_eq!(batch.weights.len(), n, "batch weights");
+        for &tok in batch.inputs.iter().chain(&batch.targets) {
+            assert!(
+                (0..d.v as i32).contains(&tok),
+                "token id {tok} outside the vocabulary of {}",
+                d.v
+            );
+        }
+        self.ensure(d, nl, c.rope_theta);
+        let ws = self;
+
+        // ---- Forward ----
+        for (row, &tok) in ws.resid[0].chunks_mut(h).zip(&batch.inputs) {
+            row.copy_from_slice(&m.embed[tok as usize * h..(tok as usize + 1) * h]);
+        }
+        for (li, l) in m.layers.iter().enumerate() {
+            let a = &mut ws.acts[li];
+            let (before, after) = ws.resid.split_at_mut(2 * li + 1);
+            let (mid, rest) = after.split_first_mut().expect("2L + 1 residual buffers");
+            let (x, out) = (&before[2 * li], &mut rest[0]);
+
+            rms_norm_fwd(x, &l.attn_norm, eps, &mut ws.h, &mut a.inv_attn);
+            for row in a.qkv.chunks_mut(width) {
+                row.copy_from_slice(&l.bqkv);
+            }
+            matmul(&mut a.qkv, &ws.h, false, &l.wqkv, false, n, h, width, true);
+            rope(
+                &mut a.qkv,
+                width,
+                d.nh + d.nkv,
+                d.hd,
+                d.t,
+                &ws.cos,
+                &ws.sin,
+                false,
+            );
+            attention_fwd(d, &a.qkv, &mut a.probs, &mut ws.head_out);
+            heads_to_tokens(d, &ws.head_out, &mut a.att);
+            mid.copy_from_slice(x);
+            matmul(mid, &a.att, false, &l.wo, false, n, att_w, h, true);
+
+            rms_norm_fwd(mid, &l.mlp_norm, eps, &mut ws.h, &mut a.inv_mlp);
+            matmul(
+                &mut a.gu,
+                &ws.h,
+                false,
+                &l.wgate_up,
+                false,
+                n,
+                h,
+                2 * f,
+                false,
+            );
+            swiglu_fwd(&a.gu, f, &mut ws.act);
+            out.copy_from_slice(mid);
+            matmul(out, &ws.act, false, &l.wdown, false, n, f, h, true);
+        }
+        let x_final = &ws.resid[2 * nl];
+        rms_norm_fwd(
+            x_final,
+            &m.final_norm,
+            eps,
+            &mut ws.h_final,
+            &mut ws.inv_final,
+        );
+        // Tied head: logits = h · Eᵀ.
+        matmul(
+            &mut ws.logits,
+            &ws.h_final,
+            false,
+            &m.embed,
+            true,
+            n,
+            h,
+            d.v,
+            false,
+        );
+        let loss =
+            cross_entropy_fwd_bwd(&mut ws.logits, d.v, &batch.targets, &batch.weights, denom);
+
+        // ---- Backward ----
+        let mut g_embed = vec![0.0f32; d.v * h];
+        matmul(
+            &mut g_embed,
+            &ws.logits,
+            true,
+            &ws.h_final,
+            false,
+            d.v,
+            n,
+            h,
+            false,
+        );
+        matmul(
+            &mut ws.dh, &ws.logits, false, &m.embed, false, n, d.v, h, false,
+        );
+        let g_final = rms_norm_bwd(
+            x_final,
+            &m.final_norm,
+            &ws.inv_final,
+            &ws.dh,
+            &mut ws.dx,
+            false,
+        );
+
+        let mut g_layers: Vec<[Vec<f32>; 7]> = Vec::with_capacity(nl);
+        for (li, l) in m.layers.iter().enumerate().rev() {
+            let a = &ws.acts[li];
+            let (x, mid) = (&ws.resid[2 * li], &ws.resid[2 * li + 1]);
+            // MLP: out = mid + swiglu(norm(mid) · Wgu) · Wdown; ws.dx holds d out.
+            swiglu_fwd(&a.gu, f, &mut ws.act);
+            let mut g_wdown = vec![0.0f32; f * h];
+            matmul(&mut g_wdown, &ws.act, true, &ws.dx, false, f, n, h, false);
+            matmul(&mut ws.act, &ws.dx, false, &l.wdown, true, n, h, f, false);
+            swiglu_bwd(&a.gu, &ws.act, f, &mut ws.dgu);
+            rms_norm_apply(mid, &l.mlp_norm, &a.inv_mlp, &mut ws.h);
+            let mut g_wgu = vec![0.0f32; h * 2 * f];
+            matmul(&mut g_wgu, &ws.h, true, &ws.dgu, false, h, n, 2 * f, false);
+            matmul(
+                &mut ws.dh,
+                &ws.dgu,
+                false,
+                &l.wgate_up,
+                true,
+                n,
+                2 * f,
+                h,
+                false,
+            );
+            let g_mlp_norm = rms_norm_bwd(mid, &l.mlp_norm, &a.inv_mlp, &ws.dh, &mut ws.dx, true);
+
+            // Attention: mid = x + attn(norm(x)) · Wo; ws.dx holds d mid.
+            let mut g_wo = vec![0.0f32; att_w * h];
+            matmul(&mut g_wo, &a.att, true, &ws.dx, false, att_w, n, h, false);
+            matmul(&mut ws.datt, &ws.dx, false, &l.wo, true, n, h, att_w, false);
+            attention_bwd(
+                d,
+                &a.qkv,
+                &a.probs,
+                &ws.datt,
+                &mut ws.head_out,
+                &mut ws.dk,
+                &mut ws.dv,
+            );
+            grads_to_tokens(d, &ws.head_out, &ws.dk, &ws.dv, &mut ws.dqkv);
+            rope(
+                &mut ws.dqkv,
+                width,
+                d.nh + d.nkv,
+                d.hd,
+                d.t,
+                &ws.cos,
+                &ws.sin,
+                true,
+            );
+            let g_bqkv = column_sums(&ws.dqkv, width);
+            rms_norm_apply(x, &l.attn_norm, &a.inv_attn, &mut ws.h);
+            let mut g_wqkv = vec![0.0f32; h * width];
+            matmul(
+                &mut g_wqkv,
+                &ws.h,
+                true,
+                &ws.dqkv,
+                false,
+                h,
+                n,
+                width,
+                false,
+            );
+            matmul(
+                &mut ws.dh, &ws.dqkv, false, &l.wqkv, true, n, width, h, false,
+            );
+            let g_attn_norm = rms_norm_bwd(x, &l.attn_norm, &a.inv_attn, &ws.dh, &mut ws.dx, true);
+            g_layers.push([
+                g_attn_norm,
+                g_wqkv,
+                g_bqkv,
+                g_wo,
+                g_mlp_norm,
+                g_wgu,
+                g_wdown,
+            ]);
+        }
+        // Embedding lookup backward: scatter-add in token order (sequential, so the order is fixed).
+        for (row, &tok) in ws.dx.chunks(h).zip(&batch.inputs) {
+            for (g, v) in g_embed[tok as usize * h..(tok as usize + 1) * h]
+                .iter_mut()
+                .zip(row)
+            {
+                *g += v;
+            }
+        }
+
+        let mut grads = Vec::with_capacity(2 + 7 * nl);
+        grads.push(g_embed);
+        for gl in g_layers.into_iter().rev() {
+            grads.extend(gl);
+        }
+        grads.push(g_final);
+        (loss, grads)
+    }
+}
+
+/// SwiGLU forward: `act = silu(gate) ⊙ up` from `gu` = gate | up per row.
+fn swiglu_fwd(gu: &[f32], f: usize, act: &mut [f32]) {
+    act.par_chunks_mut(f)
+        .zip(gu.par_chunks(2 * f))
+        .with_min_len(MIN_ROWS)
+        .for_each(|(a, gu)| {
+            let (gate, up) = gu.split_at(f);
+            for ((a, g), u) in a.iter_mut().zip(gate).zip(up) {
+                *a = g * sigmoid(*g) * u;
+            }
+        });
+}
+
+/// SwiGLU backward: d gate = dact ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))), d up = dact ⊙ silu(g).
+fn swiglu_bwd(gu: &[f32], dact: &[f32], f: usize, dgu: &mut [f32]) {
+    dgu.par_chunks_mut(2 * f)
+        .zip(gu.par_chunks(2 * f))
+        .zip(dact.par_chunks(f))
+        .with_min_len(MIN_ROWS)
+        .for_each(|((dgu, gu), da)| {
+            let (gate, up) = gu.split_at(f);
+            let (dg, du) = dgu.split_at_mut(f);
+            for k in 0..f {
+                let (g, s) = (gate[k], sigmoid(gate[k]));
+                dg[k] = da[k] * up[k] * s * (1.0 + g * (1.0 - s));
+                du[k] = da[k] * g * s;
+            }
+        });
+}
+
+/// `[rows, nh, t, hd]` -> `[rows · t, nh · hd]`.
+fn heads_to_tokens(d: Dims, heads: &[f32], out: &mut [f32]) {
+    let (t, hd, nh) = (d.t, d.hd, d.nh);
+    out.par_chunks_mut(nh * hd)
+        .enumerate()
+        .with_min_len(MIN_ROWS)
+        .for_each(|(ri, row)| {
+            let (r, i) = (ri / t, ri % t);
+            for head in 0..nh {
+                row[head * hd..(head + 1) * hd]
+                    .copy_from_slice(&heads[((r * nh + head) * t + i) * hd..][..hd]);
+            }
+        });
+}
+
+/// Head-major dq `[rows, nh, t, hd]`, dk and dv `[rows, nkv, t, hd]` -> token-major dqkv `[n, width]`.
+fn grads_to_tokens(d: Dims, dq: &[f32], dk: &[f32], dv: &[f32], dqkv: &mut [f32]) {
+    let (t, hd, nh, nkv) = (d.t, d.hd, d.nh, d.nkv);
+    dqkv.par_chunks_mut(d.width())
+        .enumerate()
+        .with_min_len(MIN_ROWS)
+        .for_each(|(ri, row)| {
+            let (r, i) = (ri / t, ri % t);
+            for head in 0..nh {
+                row[head * hd..(head + 1) * hd]
+                    .copy_from_slice(&dq[((r * nh + head) * t + i) * hd..][..hd]);
+            }
+            for kv in 0..nkv {
+                let src = ((r * nkv + kv) * t + i) * hd;
+                row[(nh + kv) * hd..(nh + kv + 1) * hd].copy_from_slice(&dk[src..src + hd]);
+                row[(nh + nkv + kv) * hd..(nh + nkv + kv + 1) * hd]
+                    .copy_from_slice(&dv[src..src + hd]);
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelConfig;
+    use crate::model::Qwen2;
+    use crate::rng::Rng;
+    use crate::{Cpu, train::shard_grads};
+    use burn::backend::Autodiff;
+
+    /// tiny-test with every parameter random (norm weights around 1, non-zero biases), so that no gradient
+    /// term is hidden by an identity norm or a zero bias.
+    fn random_model(seed: u64) -> (ModelConfig, Vec<crate::model::HostParam>) {
+        let cfg = ModelConfig::preset("tiny-test").unwrap();
+        let mut rng = Rng::new(seed);
+        let params = Qwen2::<Cpu>::param_shapes(&cfg)
+            .into_iter()
+            .map(|(name, shape)| {
+                let vals = (0..shape[0] * shape[1])
+                    .map(|_| {
+                        let z = rng.normal() as f32;
+                        if name.ends_with("norm") {
+                            1.0 + 0.3 * z
+                        } else if name.ends_with("bqkv") {
+                            0.2 * z
+                        } else {
+                            0.15 * z
+                        }
+                    })
+                    .collect();
+                (name, shape, vals)
+            })
+            .collect();
+        (cfg, params)
+    }
+
+    /// 3 rows of 11 tokens, loss weights switched off on about a third of the positions.
+    fn batch(cfg: &ModelConfig, seed: u64) -> Batch {
+        let (rows, t) = (3, 11);
+        let mut rng = Rng::new(seed);
+        let n = rows * t;
+        Batch {
+            rows,
+            seq_len: t,
+            inputs: (0..n).map(|_| rng.below(cfg.vocab_size) as i32).collect(),
+            targets: (0..n).map(|_| rng.below(cfg.vocab_size) as i32).collect(),
+            weights: (0..n)
+                .map(|_| if rng.below(3) == 0 { 0.0 } else { 1.0 })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn gradients_and_loss_match_burn_autodiff() {
+        type B = Autodiff<Cpu>;
+        let (cfg, params) = random_model(11);
+        let b = batch(&cfg, 5);
+        let denom = 2.0 * b.weights.iter().sum::<f32>() as f64;
+        let model = Qwen2::<B>::from_host(&cfg, params.clone(), &Default::default()).unwrap();
+        let (want_loss, want) = shard_grads(&model, &b, denom, &Default::default());
+        let host = HostModel::new(&cfg, params);
+        let (loss, got) = Workspace::new().loss_and_grads(&host, &b, denom);
+
+        assert!(
+            ((loss - want_loss) / want_loss).abs() <= 1e-5,
+            "loss {loss} vs burn {want_loss}"
+        );
+        let names = Qwen2::<Cpu>::param_shapes(&cfg);
+        assert_eq!(got.len(), names.len());
+        for ((name, shape), (g, w)) in names.iter().zip(got.iter().zip(want)) {
+            let w = w.into_data().to_vec::<f32>().unwrap();
+            assert_eq!(g.len(), shape[0] * shape[1], "{name}");
+            let scale = w.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+            let diff = g
+                .iter()
+                .zip(&w)
+                .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(
+                diff <= 1e-4 * scale,
+                "{name}: max |Δ| {diff} (max |g| {scale})"
+            );
+            assert!(
+                w.iter().any(|x| *x != 0.0),
+                "{name}: burn gradient is all zero"
+            );
+        }
+    }
+
+    #[test]
+    fn two_calls_give_identical_bits_and_a_reused_workspace_forgets_the_previous_batch() {
+        let (cfg, params) = random_model(3);
+        let host = HostModel::new(&cfg, params);
+        let (a, other) = (batch(&cfg, 1), batch(&cfg, 2));
+        let bits = |(l, g): (f64, Vec<Vec<f32>>)| {
+            (
+                l.to_bits(),
+                g.into_iter()
+                    .flatten()
+                    .map(f32::to_bits)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let mut ws = Workspace::new();
+        let first = bits(ws.loss_and_grads(&host, &a, 7.0));
+        ws.loss_and_grads(&host, &other, 7.0);
+        let again = bits(ws.loss_and_grads(&host, &a, 7.0));
+        let fresh = bits(Workspace::new().loss_and_grads(&host, &a, 7.0));
+        assert!(
+            first == again && first == fresh,
+            "host gradients are not reproducible"
+        );
+    }
+}
