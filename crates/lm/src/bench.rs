@@ -4,14 +4,14 @@
 //! batch 64, prompt 16, 240 new tokens, temperature 1.0, KV cache. Prints tokens/s and peak RSS.
 
 use crate::data::{LossOn, PackedData};
-use crate::device::{CpuFlex, CpuNdArray, DeviceSpec};
+use crate::device::{DeviceSpec, OnBackend};
 use crate::sample::{SampleConfig, generate};
 use crate::train::{TrainConfig, Trainer};
 use crate::{ModelConfig, Qwen2, Rng};
 use anyhow::{Context, Result, bail};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use std::time::Instant;
 
 const TRAIN_BATCH: usize = 16;
@@ -66,23 +66,22 @@ pub fn main(args: &[String]) -> Result<()> {
         cfg.num_params(),
         rayon::current_num_threads()
     );
-    let r = match device {
-        DeviceSpec::Cpu | DeviceSpec::CpuFlex => {
-            run::<Autodiff<CpuFlex>>(&cfg, Default::default(), only.as_deref(), dp)
+    struct Bench<'a> {
+        cfg: &'a ModelConfig,
+        only: Option<&'a str>,
+        dp: usize,
+    }
+    impl OnBackend for Bench<'_> {
+        type Output = BenchResult;
+        fn run<B: Backend>(self, device: B::Device) -> BenchResult {
+            run::<Autodiff<B>>(self.cfg, device, self.only, self.dp)
         }
-        DeviceSpec::CpuNdArray => {
-            run::<Autodiff<CpuNdArray>>(&cfg, Default::default(), only.as_deref(), dp)
-        }
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => run::<Autodiff<crate::device::Gpu>>(
-            &cfg,
-            burn_cuda::CudaDevice::new(i),
-            only.as_deref(),
-            dp,
-        ),
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => unreachable!("check_available rejects CUDA without the feature"),
-    };
+    }
+    let r = device.run(Bench {
+        cfg: &cfg,
+        only: only.as_deref(),
+        dp,
+    })?;
     println!("RESULT train tok/s={:.0}", r.train_tokens_per_s);
     println!("RESULT sample tok/s={:.0}", r.sample_tokens_per_s);
     println!(

@@ -40,7 +40,29 @@ impl FromStr for DeviceSpec {
     }
 }
 
+/// Work generic over the burn backend, to be run on the one a [`DeviceSpec`] names (Rust closures cannot
+/// be generic, so callers put their arguments in a struct and implement this).
+pub trait OnBackend {
+    type Output;
+    fn run<B: burn::tensor::backend::Backend>(self, device: B::Device) -> Self::Output;
+}
+
 impl DeviceSpec {
+    /// Checks that the device is usable, then runs `work` on its backend.
+    pub fn run<W: OnBackend>(self, work: W) -> Result<W::Output> {
+        self.check_available()?;
+        Ok(match self {
+            DeviceSpec::Cpu | DeviceSpec::CpuFlex => work.run::<CpuFlex>(Default::default()),
+            DeviceSpec::CpuNdArray => work.run::<CpuNdArray>(Default::default()),
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(i) => work.run::<Gpu>(burn_cuda::CudaDevice::new(i)),
+            #[cfg(not(feature = "cuda"))]
+            DeviceSpec::Cuda(_) => {
+                unreachable!("check_available rejects CUDA in a build without the `cuda` feature")
+            }
+        })
+    }
+
     /// Fails with a clear message when CUDA is requested but unusable (burn itself would panic).
     pub fn check_available(self) -> Result<()> {
         match self {

@@ -15,11 +15,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, ensure};
 use burn::backend::Autodiff;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use lm::checkpoint::{load_model, save_model};
 use lm::data::{LossOn, PackedData};
 use lm::tokenizer::{Tokenizer, TokenizerKind};
 use lm::train::{TrainConfig, TrainEvent, Trainer};
+use lm::device::OnBackend;
 use lm::{DeviceSpec, ModelConfig, Qwen2};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -271,39 +272,28 @@ fn dispatch(
     settings: &TrainSettings,
     start: Start,
 ) -> anyhow::Result<()> {
-    let device: DeviceSpec = ctx.device().parse()?;
-    device.check_available()?;
-    match device {
-        DeviceSpec::Cpu | DeviceSpec::CpuFlex => train::<Autodiff<lm::CpuFlex>>(
-            ctx,
-            dataset,
-            held_out,
-            settings,
-            start,
-            Default::default(),
-        ),
-        DeviceSpec::CpuNdArray => train::<Autodiff<lm::CpuNdArray>>(
-            ctx,
-            dataset,
-            held_out,
-            settings,
-            start,
-            Default::default(),
-        ),
-        #[cfg(feature = "cuda")]
-        DeviceSpec::Cuda(i) => train::<Autodiff<lm::device::Gpu>>(
-            ctx,
-            dataset,
-            held_out,
-            settings,
-            start,
-            burn_cuda::CudaDevice::new(i),
-        ),
-        #[cfg(not(feature = "cuda"))]
-        DeviceSpec::Cuda(_) => {
-            unreachable!("check_available rejects CUDA in a build without the `cuda` feature")
+    struct Train<'a, 'c> {
+        ctx: &'a mut RunContext<'c>,
+        dataset: &'a str,
+        held_out: usize,
+        settings: &'a TrainSettings,
+        start: Start,
+    }
+    impl OnBackend for Train<'_, '_> {
+        type Output = anyhow::Result<()>;
+        fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+            let Train { ctx, dataset, held_out, settings, start } = self;
+            train::<Autodiff<B>>(ctx, dataset, held_out, settings, start, device)
         }
     }
+    let device: DeviceSpec = ctx.device().parse()?;
+    device.run(Train {
+        ctx,
+        dataset,
+        held_out,
+        settings,
+        start,
+    })?
 }
 
 fn train<B: AutodiffBackend>(

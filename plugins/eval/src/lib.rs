@@ -26,6 +26,7 @@ use anyhow::{Context, bail, ensure};
 use burn::tensor::backend::Backend;
 use lm::sample::{Finish, SampleConfig};
 use lm::tokenizer::Tokenizer;
+use lm::device::OnBackend;
 use lm::{DeviceSpec, Rng};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -232,43 +233,15 @@ impl Stage for Eval {
                 config.samples,
                 dir.display()
             ));
-            let scored = match device {
-                DeviceSpec::Cpu | DeviceSpec::CpuFlex => sample_and_score::<lm::CpuFlex>(
-                    &config,
-                    ctx,
-                    dir,
-                    &problems,
-                    &golds,
-                    Default::default(),
-                    mi,
-                    total,
-                )?,
-                DeviceSpec::CpuNdArray => sample_and_score::<lm::CpuNdArray>(
-                    &config,
-                    ctx,
-                    dir,
-                    &problems,
-                    &golds,
-                    Default::default(),
-                    mi,
-                    total,
-                )?,
-                #[cfg(feature = "cuda")]
-                DeviceSpec::Cuda(i) => sample_and_score::<lm::device::Gpu>(
-                    &config,
-                    ctx,
-                    dir,
-                    &problems,
-                    &golds,
-                    burn_cuda_device(i),
-                    mi,
-                    total,
-                )?,
-                #[cfg(not(feature = "cuda"))]
-                DeviceSpec::Cuda(_) => unreachable!(
-                    "check_available rejects CUDA in a build without the `cuda` feature"
-                ),
-            };
+            let scored = device.run(SampleAndScore {
+                config: &config,
+                ctx,
+                dir,
+                problems: &problems,
+                golds: &golds,
+                model_index: mi,
+                total,
+            })??;
             for (r, samples) in problems.iter().zip(&scored) {
                 for (i, s) in samples.iter().enumerate() {
                     let line = serde_json::json!({
@@ -317,9 +290,31 @@ impl Stage for Eval {
     }
 }
 
-#[cfg(feature = "cuda")]
-fn burn_cuda_device(index: usize) -> burn_cuda::CudaDevice {
-    burn_cuda::CudaDevice::new(index)
+/// [`sample_and_score`]'s arguments, to run it on the configured device's backend.
+struct SampleAndScore<'a, 'c> {
+    config: &'a EvalConfig,
+    ctx: &'a RunContext<'c>,
+    dir: &'a Path,
+    problems: &'a [Record],
+    golds: &'a [GoldGraph],
+    model_index: usize,
+    total: u64,
+}
+
+impl OnBackend for SampleAndScore<'_, '_> {
+    type Output = anyhow::Result<Vec<Vec<Scored>>>;
+    fn run<B: Backend>(self, device: B::Device) -> Self::Output {
+        let SampleAndScore {
+            config,
+            ctx,
+            dir,
+            problems,
+            golds,
+            model_index,
+            total,
+        } = self;
+        sample_and_score::<B>(config, ctx, dir, problems, golds, device, model_index, total)
+    }
 }
 
 /// Keeps at most `max_per_cell` problems of each (op, context, mode) cell, in file order (0 keeps all).
