@@ -57,6 +57,7 @@ pub struct Workspace {
     // Scratch shared by all layers.
     h: Vec<f32>,
     act: Vec<f32>,
+    dact: Vec<f32>,
     dgu: Vec<f32>,
     dx: Vec<f32>,
     dh: Vec<f32>,
@@ -563,6 +564,7 @@ impl Workspace {
         resize(&mut self.logits, n * d.v);
         resize(&mut self.h, n * h);
         resize(&mut self.act, n * d.f);
+        resize(&mut self.dact, n * d.f);
         resize(&mut self.dgu, n * 2 * d.f);
         resize(&mut self.dx, n * h);
         resize(&mut self.dh, n * h);
@@ -725,11 +727,10 @@ impl Workspace {
             let a = &ws.acts[li];
             let (x, mid) = (&ws.resid[2 * li], &ws.resid[2 * li + 1]);
             // MLP: out = mid + swiglu(norm(mid) · Wgu) · Wdown; ws.dx holds d out.
-            swiglu_fwd(&a.gu, f, &mut ws.act);
+            matmul(&mut ws.dact, &ws.dx, false, &l.wdown, true, n, h, f, false);
+            swiglu_bwd(&a.gu, &ws.dact, f, &mut ws.dgu, &mut ws.act);
             let mut g_wdown = vec![0.0f32; f * h];
             matmul(&mut g_wdown, &ws.act, true, &ws.dx, false, f, n, h, false);
-            matmul(&mut ws.act, &ws.dx, false, &l.wdown, true, n, h, f, false);
-            swiglu_bwd(&a.gu, &ws.act, f, &mut ws.dgu);
             rms_norm_apply(mid, &l.mlp_norm, &a.inv_mlp, &mut ws.h);
             let mut g_wgu = vec![0.0f32; h * 2 * f];
             matmul(&mut g_wgu, &ws.h, true, &ws.dgu, false, h, n, 2 * f, false);
@@ -831,19 +832,23 @@ fn swiglu_fwd(gu: &[f32], f: usize, act: &mut [f32]) {
         });
 }
 
-/// SwiGLU backward: d gate = dact ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))), d up = dact ⊙ silu(g).
-fn swiglu_bwd(gu: &[f32], dact: &[f32], f: usize, dgu: &mut [f32]) {
+/// SwiGLU backward: d gate = dact ⊙ up ⊙ σ(g)(1 + g(1 − σ(g))), d up = dact ⊙ silu(g); also recomputes the
+/// forward output `act` (which `wdown`'s gradient needs) from the same sigmoid.
+fn swiglu_bwd(gu: &[f32], dact: &[f32], f: usize, dgu: &mut [f32], act: &mut [f32]) {
     dgu.par_chunks_mut(2 * f)
+        .zip(act.par_chunks_mut(f))
         .zip(gu.par_chunks(2 * f))
         .zip(dact.par_chunks(f))
         .with_min_len(MIN_ROWS)
-        .for_each(|((dgu, gu), da)| {
+        .for_each(|(((dgu, act), gu), da)| {
             let (gate, up) = gu.split_at(f);
             let (dg, du) = dgu.split_at_mut(f);
             for k in 0..f {
                 let (g, s) = (gate[k], sigmoid(gate[k]));
+                let silu = g * s;
+                act[k] = silu * up[k];
                 dg[k] = da[k] * up[k] * s * (1.0 + g * (1.0 - s));
-                du[k] = da[k] * g * s;
+                du[k] = da[k] * silu;
             }
         });
 }
