@@ -31,7 +31,8 @@ struct LayerActs {
     inv_attn: Vec<f32>,
     /// Fused q | k | v projection `[n, (nh + 2 nkv) hd]`, q and k after RoPE.
     qkv: Vec<f32>,
-    /// Attention probabilities `[rows, nh, t, t]`; only the causal lower triangle is written or read.
+    /// Attention probabilities `[rows, nh, t, t]`; each row is written and read only up to the end of its
+    /// query block (`ATT_BLOCK`), zero above the diagonal.
     probs: Vec<f32>,
     /// Attention output, heads side by side `[n, nh hd]` (the input of `wo`).
     att: Vec<f32>,
@@ -45,7 +46,8 @@ struct LayerActs {
 /// the model changes.
 #[derive(Default)]
 pub struct Workspace {
-    shape: (usize, usize, usize),
+    /// (seq_len, head_dim, rope_theta bits) that `cos` and `sin` were computed for.
+    rope_for: (usize, usize, u64),
     acts: Vec<LayerActs>,
     /// Residual stream: `resid[2l]` enters layer `l`, `resid[2l + 1]` is after its attention, `resid[2L]`
     /// enters the final norm.
@@ -605,7 +607,7 @@ impl Workspace {
         resize(&mut self.head_out, n * d.nh * d.hd);
         resize(&mut self.dk, n * d.nkv * d.hd);
         resize(&mut self.dv, n * d.nkv * d.hd);
-        if self.shape != (d.t, d.hd, theta.to_bits() as usize) {
+        if self.rope_for != (d.t, d.hd, theta.to_bits()) {
             // cos/sin per position, computed in f32 exactly as `model::rope_tables` does.
             let half = d.hd / 2;
             let inv: Vec<f32> = (0..half)
@@ -620,7 +622,7 @@ impl Workspace {
                     self.sin.push(a.sin());
                 }
             }
-            self.shape = (d.t, d.hd, theta.to_bits() as usize);
+            self.rope_for = (d.t, d.hd, theta.to_bits());
         }
     }
 
