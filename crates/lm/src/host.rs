@@ -102,7 +102,7 @@ fn matmul(
 /// Dot product with 16 independent accumulators (so the compiler can vectorise it; a plain `sum()` of
 /// products is a serial dependency chain), compiled for AVX2+FMA when the CPU has it.
 #[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -140,7 +140,7 @@ fn dot_generic(a: &[f32], b: &[f32]) -> f32 {
 
 /// `o += w * v`, vectorised like [`dot`].
 #[inline]
-pub(crate) fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
+fn axpy(o: &mut [f32], w: f32, v: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
