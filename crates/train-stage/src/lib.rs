@@ -18,9 +18,9 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use lm::checkpoint::{load_model, save_model};
 use lm::data::{LossOn, PackedData};
+use lm::device::OnBackend;
 use lm::tokenizer::{Tokenizer, TokenizerKind};
 use lm::train::{TrainConfig, TrainEvent, Trainer};
-use lm::device::OnBackend;
 use lm::{DeviceSpec, ModelConfig, Qwen2};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -282,7 +282,13 @@ fn dispatch(
     impl OnBackend for Train<'_, '_> {
         type Output = anyhow::Result<()>;
         fn run<B: Backend>(self, device: B::Device) -> Self::Output {
-            let Train { ctx, dataset, held_out, settings, start } = self;
+            let Train {
+                ctx,
+                dataset,
+                held_out,
+                settings,
+                start,
+            } = self;
             train::<Autodiff<B>>(ctx, dataset, held_out, settings, start, device)
         }
     }

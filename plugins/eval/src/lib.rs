@@ -24,9 +24,9 @@ use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
 use burn::tensor::backend::Backend;
+use lm::device::OnBackend;
 use lm::sample::{Finish, SampleConfig};
 use lm::tokenizer::Tokenizer;
-use lm::device::OnBackend;
 use lm::{DeviceSpec, Rng};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -313,7 +313,16 @@ impl OnBackend for SampleAndScore<'_, '_> {
             model_index,
             total,
         } = self;
-        sample_and_score::<B>(config, ctx, dir, problems, golds, device, model_index, total)
+        sample_and_score::<B>(
+            config,
+            ctx,
+            dir,
+            problems,
+            golds,
+            device,
+            model_index,
+            total,
+        )
     }
 }
 

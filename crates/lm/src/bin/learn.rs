@@ -45,8 +45,10 @@ fn main() -> Result<()> {
         .get("task-set")
         .map(|s| s.split(',').map(str::to_string).collect())
         .unwrap_or_default();
-    let task_cfg =
-        TaskConfig::preset_with(&get("task-preset", "cpu"), &task::cli::parse_sets(&task_sets)?)?;
+    let task_cfg = TaskConfig::preset_with(
+        &get("task-preset", "cpu"),
+        &task::cli::parse_sets(&task_sets)?,
+    )?;
     let ops: Vec<u32> = get("ops", "2,3,4")
         .split(',')
         .map(|s| s.trim().parse())
@@ -62,7 +64,11 @@ fn main() -> Result<()> {
     let minutes: f64 = get("minutes", "12").parse()?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
-    let fixed_steps: Option<u64> = a.get("steps").map(|s| s.parse()).transpose().context("--steps")?;
+    let fixed_steps: Option<u64> = a
+        .get("steps")
+        .map(|s| s.parse())
+        .transpose()
+        .context("--steps")?;
     let dp: usize = get("dp", "2").parse()?;
     let seed: u64 = get("seed", "0").parse()?;
     let out = PathBuf::from(get("out", "learn-out"));
