@@ -51,18 +51,26 @@ impl HostModel {
     }
 }
 
-/// `out[m, n] (+)= a[m, k] · b`, with `b` either `[k, n]` or, when `b_t`, `[n, k]` (row-major).
-fn matmul(
+/// `out[m, n] (+)= op(a) · op(b)`, row-major, where `op(a)` is `a` `[m, k]` or, with `a_t`, the transpose of
+/// `a` stored `[k, m]`; likewise `op(b)` is `b` `[k, n]` or, with `b_t`, `b` stored `[n, k]` transposed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul(
     out: &mut [f32],
     a: &[f32],
+    a_t: bool,
     b: &[f32],
+    b_t: bool,
     m: usize,
     k: usize,
     n: usize,
-    b_t: bool,
     accumulate: bool,
 ) {
     assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
+    let (lhs_cs, lhs_rs) = if a_t {
+        (m as isize, 1)
+    } else {
+        (1, k as isize)
+    };
     let (rhs_cs, rhs_rs) = if b_t {
         (k as isize, 1)
     } else {
@@ -73,7 +81,8 @@ fn matmul(
     } else {
         gemm::Parallelism::None
     };
-    // SAFETY: the slices hold at least the accessed extents (asserted above) and do not alias.
+    // SAFETY: the slices hold at least the accessed extents (asserted above) and `out` does not alias the
+    // inputs (it is a distinct `&mut`).
     unsafe {
         gemm::gemm(
             m,
@@ -84,8 +93,8 @@ fn matmul(
             n as isize,
             accumulate,
             a.as_ptr(),
-            1,
-            k as isize,
+            lhs_cs,
+            lhs_rs,
             b.as_ptr(),
             rhs_cs,
             rhs_rs,
@@ -282,7 +291,7 @@ impl<'m> HostDecoder<'m> {
             for row in qkv.chunks_mut(width) {
                 row.copy_from_slice(&l.bqkv);
             }
-            matmul(&mut qkv, &hbuf, &l.wqkv, n, h, width, false, true);
+            matmul(&mut qkv, &hbuf, false, &l.wqkv, false, n, h, width, true);
             // RoPE (half rotation) on the q and k heads, then store k, v in the cache.
             let (kc, vc) = (&mut self.k[li], &mut self.v[li]);
             for (ri, row) in qkv.chunks_mut(width).enumerate() {
@@ -348,10 +357,20 @@ impl<'m> HostDecoder<'m> {
                         }
                     }
                 });
-            matmul(&mut x, &att, &l.wo, n, nh * hd, h, false, true);
+            matmul(&mut x, &att, false, &l.wo, false, n, nh * hd, h, true);
             // SwiGLU MLP.
             rms_norm_rows(&x, &l.mlp_norm, c.rms_norm_eps, &mut hbuf);
-            matmul(&mut gu, &hbuf, &l.wgate_up, n, h, 2 * f, false, false);
+            matmul(
+                &mut gu,
+                &hbuf,
+                false,
+                &l.wgate_up,
+                false,
+                n,
+                h,
+                2 * f,
+                false,
+            );
             act.par_chunks_mut(f)
                 .zip(gu.par_chunks(2 * f))
                 .for_each(|(a, gu)| {
@@ -360,7 +379,7 @@ impl<'m> HostDecoder<'m> {
                         *a = g / (1.0 + (-g).exp()) * u;
                     }
                 });
-            matmul(&mut x, &act, &l.wdown, n, f, h, false, true);
+            matmul(&mut x, &act, false, &l.wdown, false, n, f, h, true);
         }
         self.len += t;
         // Last position of each row -> final norm -> tied head.
@@ -373,11 +392,12 @@ impl<'m> HostDecoder<'m> {
         matmul(
             &mut logits,
             &normed,
+            false,
             &self.m.embed,
+            true,
             rows,
             h,
             vocab,
-            true,
             false,
         );
         logits

@@ -15,7 +15,7 @@
 //! schedules the work.
 
 use crate::data::Batch;
-use crate::host::HostModel;
+use crate::host::{HostModel, matmul};
 use rayon::prelude::*;
 
 /// Rows per chunk of the reductions across rows: partial sums per chunk, then added chunk by chunk in order.
@@ -72,63 +72,6 @@ pub struct Workspace {
     dv: Vec<f32>,
     cos: Vec<f32>,
     sin: Vec<f32>,
-}
-
-/// `out[m, n] (+)= op(a) · op(b)`, row-major, where `op(a)` is `a` `[m, k]` or, with `a_t`, the transpose of
-/// `a` stored `[k, m]`; likewise `op(b)` is `b` `[k, n]` or, with `b_t`, `b` stored `[n, k]` transposed.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    out: &mut [f32],
-    a: &[f32],
-    a_t: bool,
-    b: &[f32],
-    b_t: bool,
-    m: usize,
-    k: usize,
-    n: usize,
-    accumulate: bool,
-) {
-    assert!(a.len() >= m * k && b.len() >= k * n && out.len() >= m * n);
-    let (lhs_cs, lhs_rs) = if a_t {
-        (m as isize, 1)
-    } else {
-        (1, k as isize)
-    };
-    let (rhs_cs, rhs_rs) = if b_t {
-        (k as isize, 1)
-    } else {
-        (1, n as isize)
-    };
-    let par = if m * n * k >= 1 << 18 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the slices hold at least the accessed extents (asserted above) and `out` does not alias the
-    // inputs (it is a distinct `&mut`).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            b.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
 }
 
 /// RMSNorm forward as the burn model computes it (`x · inv · w`, `inv = 1 / sqrt(mean(x²) + eps)`); also
