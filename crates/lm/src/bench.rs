@@ -3,7 +3,7 @@
 //! training batch 16 x 256, AdamW (lr 3e-4, wd 0.1), global-norm clip 1.0, mean of steps 3..8; sampling
 //! batch 64, prompt 16, 240 new tokens, temperature 1.0, KV cache. Prints tokens/s and peak RSS.
 
-use crate::data::{LossOn, PackedData};
+use crate::data::{LossOn, PackedData, Packing};
 use crate::device::{DeviceSpec, OnBackend};
 use crate::sample::{SampleConfig, generate};
 use crate::train::{TrainConfig, Trainer};
@@ -120,7 +120,7 @@ pub fn run<B: AutodiffBackend>(
                 .collect()
         })
         .collect();
-    let data = PackedData::new(docs, LossOn::All, TRAIN_SEQ, 0, false);
+    let data = PackedData::new(docs, LossOn::All, Packing::Stream, TRAIN_SEQ, 0, false);
     let tc = TrainConfig {
         seq_len: TRAIN_SEQ,
         batch_size: TRAIN_BATCH,

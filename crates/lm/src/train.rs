@@ -7,7 +7,7 @@
 
 use crate::checkpoint::{load_model, read_safetensors, save_model, write_safetensors};
 use crate::config::ModelConfig;
-use crate::data::{Batch, Cursor, LossOn, PackedData};
+use crate::data::{Batch, Cursor, LossOn, PackedData, Packing};
 use crate::host::HostModel;
 use crate::host_train;
 use crate::model::{Qwen2, cross_entropy, cross_entropy_sum};
@@ -43,6 +43,9 @@ pub struct TrainConfig {
     /// Global gradient-norm bound (0 disables clipping).
     pub grad_clip: f64,
     pub loss_on: LossOn,
+    /// How documents are laid into blocks (`whole` by default: no document is cut; see [`crate::data`]).
+    #[serde(default)]
+    pub packing: Packing,
     /// Held-out loss every N steps (0: never), over `eval_blocks` fixed blocks.
     pub eval_every: usize,
     pub eval_blocks: usize,
@@ -77,6 +80,7 @@ impl Default for TrainConfig {
             eps: 1e-8,
             grad_clip: 1.0,
             loss_on: LossOn::All,
+            packing: Packing::Whole,
             eval_every: 0,
             eval_blocks: 16,
             checkpoint_every: 0,
@@ -253,15 +257,15 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches.
     pub fn step(&mut self) -> StepStats {
         let tc = self.state.config.clone();
-        let dp = tc.data_parallel.max(1);
-        assert!(
-            tc.batch_size % dp == 0,
-            "data_parallel {dp} must divide batch_size {}",
-            tc.batch_size
-        );
         let (grads, loss_sum) = if host_backend::<B::InnerBackend>() {
             self.host_grads(&tc)
         } else {
+            let dp = tc.data_parallel.max(1);
+            assert!(
+                tc.batch_size % dp == 0,
+                "data_parallel {dp} must divide batch_size {}",
+                tc.batch_size
+            );
             self.burn_grads(&tc, dp)
         };
 
@@ -549,7 +553,7 @@ mod tests {
         let docs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
         let mut cfg = ModelConfig::preset("tiny-test").unwrap();
         cfg.vocab_size = tok.vocab_size();
-        let data = PackedData::new(docs, tc.loss_on, tc.seq_len, tc.seed, true);
+        let data = PackedData::new(docs, tc.loss_on, tc.packing, tc.seq_len, tc.seed, true);
         (tok, cfg, data)
     }
 
@@ -639,8 +643,9 @@ mod tests {
     #[test]
     fn tiny_model_overfits_a_handful_of_problems() {
         let tc = TrainConfig {
-            seq_len: 64,
-            batch_size: 4,
+            // Every problem fits a block whole.
+            seq_len: 128,
+            batch_size: 2,
             token_budget: 400 * 256,
             lr: 1e-2,
             min_lr: 1e-3,
@@ -666,7 +671,14 @@ mod tests {
         // Loss on each whole problem, read from its start, solution tokens only.
         for text in &texts {
             let ids = tok.encode(text).unwrap();
-            let one = PackedData::new(vec![ids.clone()], LossOn::Solution, ids.len() - 1, 0, false);
+            let one = PackedData::new(
+                vec![ids.clone()],
+                LossOn::Solution,
+                Packing::Whole,
+                ids.len() - 1,
+                0,
+                false,
+            );
             let loss = eval_loss(&model, &mut { one }, 1, 1, &device);
             assert!(loss < 0.05, "loss {loss} on {text}");
         }

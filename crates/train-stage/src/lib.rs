@@ -17,7 +17,7 @@ use anyhow::{Context, ensure};
 use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use lm::checkpoint::{load_model, save_model};
-use lm::data::{LossOn, PackedData};
+use lm::data::{LossOn, PackedData, Packing};
 use lm::device::OnBackend;
 use lm::tokenizer::{Tokenizer, TokenizerKind};
 use lm::train::{TrainConfig, TrainEvent, Trainer};
@@ -71,7 +71,7 @@ pub struct MidtrainConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSettings {
-    /// Tokens per packed block (documents are concatenated and cut into blocks, as the paper does).
+    /// Tokens per packed block.
     pub seq_len: usize,
     /// Blocks per micro-batch.
     pub batch_size: usize,
@@ -96,14 +96,19 @@ pub struct TrainSettings {
     /// Which tokens the loss counts: `all` (the paper) or `solution` (solution and answer only, which is
     /// what lets a tiny model learn on a CPU, see learnability.md).
     pub loss_on: LossOnSetting,
+    /// How documents are laid into blocks: `whole` (a document that does not fit starts the next block, the
+    /// rest is padding, so no problem is cut from its solution) or `stream` (the paper's code: one stream cut
+    /// every `seq_len` tokens).
+    pub packing: PackingSetting,
     /// Held-out loss every N steps (0: only at the end).
     pub eval_every: usize,
     /// Blocks of held-out data per evaluation.
     pub eval_blocks: usize,
     /// Resumable checkpoint every N steps (0: only at the end).
     pub checkpoint_every: usize,
-    /// Replicas on threads, each taking an equal share of every micro-batch (must divide `batch_size`);
-    /// gradients are summed in a fixed order, so the result does not depend on it being 1 or 2.
+    /// CUDA only: replicas on threads, each taking an equal share of every micro-batch (must divide
+    /// `batch_size`); gradients are summed in a fixed order. On CPU the hand-written gradient path is parallel
+    /// inside and ignores it.
     pub data_parallel: usize,
 }
 
@@ -122,12 +127,23 @@ impl Default for TrainSettings {
             beta2: 0.95,
             grad_clip: 1.0,
             loss_on: LossOnSetting::All,
+            packing: PackingSetting::Whole,
             eval_every: 50,
             eval_blocks: 8,
             checkpoint_every: 50,
             data_parallel: 2,
         }
     }
+}
+
+/// How documents are laid into blocks.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PackingSetting {
+    /// Whole documents per block, padded.
+    Whole,
+    /// One stream cut every `seq_len` tokens (the paper's code).
+    Stream,
 }
 
 /// Which tokens count in the loss.
@@ -200,6 +216,10 @@ impl TrainSettings {
             beta2: self.beta2,
             grad_clip: self.grad_clip,
             loss_on: self.loss_on(),
+            packing: match self.packing {
+                PackingSetting::Whole => Packing::Whole,
+                PackingSetting::Stream => Packing::Stream,
+            },
             eval_every: self.eval_every,
             eval_blocks: self.eval_blocks,
             checkpoint_every: self.checkpoint_every,
@@ -354,9 +374,23 @@ fn train<B: AutodiffBackend>(
             .map(|t| tokenizer.encode(t))
             .collect::<anyhow::Result<Vec<_>>>()
     };
+    let train_docs = encode(train_texts)?;
+    let too_long = train_docs
+        .iter()
+        .filter(|d| d.len() > train_config.seq_len + 1)
+        .count();
+    if too_long > 0 {
+        ctx.log(format!(
+            "warning: {too_long} of {} documents are longer than `train.seq_len` + 1 = {} tokens and are cut \
+             into pieces that lose their problem text; raise `train.seq_len`",
+            train_docs.len(),
+            train_config.seq_len + 1
+        ));
+    }
     let data = PackedData::new(
-        encode(train_texts)?,
+        train_docs,
         train_config.loss_on,
+        train_config.packing,
         train_config.seq_len,
         seed,
         true,
@@ -366,6 +400,7 @@ fn train<B: AutodiffBackend>(
         _ => Some(PackedData::new(
             encode(held_texts)?,
             train_config.loss_on,
+            train_config.packing,
             train_config.seq_len,
             seed,
             false,
