@@ -4,16 +4,25 @@
 //! number is one pre-token, punctuation is split from words), so decoding is exact for any text:
 //! * [`TokenizerKind::Word`]: one token per distinct pre-token of the corpus (`learnability.md`'s finding:
 //!   whole-number, word-level tokens train well at small scale; unseen words fall back to `[UNK]`);
-//! * [`TokenizerKind::Bpe`]: byte-level BPE of a target size (the paper's choice, ~2.2k), never `[UNK]`.
+//! * [`TokenizerKind::Bpe`]: byte-level BPE of a target size (the paper's choice, ~2.2k), never `[UNK]`;
+//! * [`TokenizerKind::WordNames`] (`word+names`): `word`, plus every multi-word name of the task's three
+//!   contexts ("Cedar Valley", "adult blue jay", "total number of adult animals") as one token. A normalizer
+//!   joins each name's words with `ǂ` (a letter to the pre-tokenizer, so the name stays one pre-token) and the
+//!   decoder turns `ǂ` back into spaces: exact for any text without a literal `ǂ`. A tiny model then binds an
+//!   item to its place across three tokens (`adultǂowl in CedarǂValley`) instead of five to seven, which is
+//!   what made op 2-4 learnable on a CPU (crates/lm/README.md).
 //!
 //! Special tokens have fixed ids 0–9 (spec §4.2) and are matched in text before pre-tokenisation.
 
 use anyhow::{Context, Result, anyhow, ensure};
 use std::path::Path;
 use tokenizers::AddedToken;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
 use tokenizers::models::TrainerWrapper;
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::models::wordlevel::{WordLevel, WordLevelTrainer};
+use tokenizers::normalizers::replace::Replace;
+use tokenizers::normalizers::{NormalizerWrapper, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 
 pub const SPECIAL_TOKENS: [&str; 10] = [
@@ -42,18 +51,23 @@ pub const ANSWER_END_ID: u32 = 9;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenizerKind {
     Word,
+    WordNames,
     Bpe { vocab_size: usize },
 }
+
+/// Joins the words of a task name into one pre-token (see the module docs).
+const NAME_JOINER: char = 'ǂ';
 
 impl std::str::FromStr for TokenizerKind {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "word" => Ok(TokenizerKind::Word),
+            "word+names" => Ok(TokenizerKind::WordNames),
             _ => match s.strip_prefix("bpe:").map(str::parse::<usize>) {
                 Some(Ok(n)) if n > 266 => Ok(TokenizerKind::Bpe { vocab_size: n }),
                 _ => Err(anyhow!(
-                    "unknown tokenizer `{s}`; expected `word` or `bpe:N` with N > 266 (e.g. `bpe:2200`)"
+                    "unknown tokenizer `{s}`; expected `word`, `word+names` or `bpe:N` with N > 266 (e.g. `bpe:2200`)"
                 )),
             },
         }
@@ -81,6 +95,18 @@ fn split_specials(text: &str) -> Vec<String> {
     out
 }
 
+/// The multi-word names of the task's contexts, longest first (so that no name is joined inside a longer
+/// one), then alphabetical: a fixed order, so the same corpus gives the same `tokenizer.json`.
+fn task_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = task::Context::ALL
+        .iter()
+        .flat_map(|c| c.phrases())
+        .collect();
+    names.sort_by_key(|p| (std::cmp::Reverse(p.len()), *p));
+    names.dedup();
+    names
+}
+
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
 }
@@ -100,7 +126,7 @@ impl Tokenizer {
     ) -> Result<Self> {
         let byte_level = ByteLevel::new(false, true, true);
         let (model, mut trainer): (tokenizers::models::ModelWrapper, TrainerWrapper) = match kind {
-            TokenizerKind::Word => (
+            TokenizerKind::Word | TokenizerKind::WordNames => (
                 WordLevel::builder()
                     .unk_token(SPECIAL_TOKENS[0].to_string())
                     .build()
@@ -129,7 +155,22 @@ impl Tokenizer {
         };
         let mut inner = tokenizers::Tokenizer::new(model);
         inner.with_pre_tokenizer(Some(byte_level));
-        inner.with_decoder(Some(byte_level));
+        if kind == TokenizerKind::WordNames {
+            let join = |p: &str| p.replace(' ', &NAME_JOINER.to_string());
+            let replaces = task_names()
+                .into_iter()
+                .map(|p| Ok(Replace::new(p, join(p))?.into()))
+                .collect::<tokenizers::Result<Vec<NormalizerWrapper>>>()
+                .map_err(|e| anyhow!("{e}"))?;
+            inner.with_normalizer(Some(NormalizerSequence::new(replaces)));
+            let unjoin = Replace::new(NAME_JOINER.to_string(), " ").map_err(|e| anyhow!("{e}"))?;
+            inner.with_decoder(Some(DecoderSequence::new(vec![
+                byte_level.into(),
+                unjoin.into(),
+            ])));
+        } else {
+            inner.with_decoder(Some(byte_level));
+        }
         inner.add_special_tokens(&specials());
         // Train on the text between special tokens, exactly the segments that encoding pre-tokenises (the
         // trainer would otherwise count the special tokens as words and give them a second id).
@@ -243,6 +284,32 @@ mod tests {
             [UNK_ID],
             "unseen words map to [UNK]"
         );
+    }
+
+    #[test]
+    fn word_names_makes_each_task_name_one_token_and_round_trips() {
+        let tok = round_trip(TokenizerKind::WordNames);
+        let ids = tok.encode(" adult fox in Cedar Valley as G").unwrap();
+        let pieces: Vec<String> = ids.iter().map(|&i| tok.id_to_token(i).unwrap()).collect();
+        // "ÇĤ" is the byte-level spelling of the joiner `ǂ`.
+        assert_eq!(
+            pieces,
+            ["ĠadultÇĤfox", "Ġin", "ĠCedarÇĤValley", "Ġas", "ĠG"]
+        );
+        assert_eq!(tok.decode(&ids).unwrap(), " adult fox in Cedar Valley as G");
+        // Words of a name standing alone are not joined.
+        assert_eq!(tok.encode(" Cedar").unwrap(), [UNK_ID]);
+        // Names are joined longest first: the aggregate is one token, not "total number of" + "adult ...".
+        let corpus =
+            ["<question> What is the total number of adult animals in Pine Ridge? </question>"];
+        let t = Tokenizer::train(TokenizerKind::WordNames, corpus.iter()).unwrap();
+        let ids = t.encode(corpus[0]).unwrap();
+        let pieces: Vec<String> = ids.iter().map(|&i| t.id_to_token(i).unwrap()).collect();
+        assert!(
+            pieces.contains(&"ĠtotalÇĤnumberÇĤofÇĤadultÇĤanimals".to_string()),
+            "{pieces:?}"
+        );
+        assert_eq!(t.decode(&ids).unwrap(), corpus[0]);
     }
 
     #[test]

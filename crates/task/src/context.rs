@@ -50,6 +50,20 @@ impl Context {
         }
     }
 
+    /// Every multi-word name this context writes (entities, item types, aggregate and attribute names).
+    pub fn phrases(self) -> Vec<&'static str> {
+        let n = self.names();
+        let mut out: Vec<&'static str> = n
+            .entities
+            .iter()
+            .chain(n.types)
+            .flat_map(|l| l.iter().copied())
+            .collect();
+        out.extend([n.total, n.average, n.total3]);
+        out.retain(|p| p.contains(' '));
+        out
+    }
+
     pub(crate) fn names(self) -> &'static ContextNames {
         match self {
             Context::Zoo => &ZOO,

@@ -40,8 +40,9 @@ pub struct PretrainConfig {
     /// Records taken from the end of the corpus for the held-out loss (never trained on).
     #[serde(default = "default_held_out")]
     pub held_out: usize,
-    /// Tokenizer trained on the corpus: `word` (whole words and numbers, punctuation split) or `bpe:N`
-    /// (byte-level BPE with N tokens; the paper's is ~2,200).
+    /// Tokenizer trained on the corpus: `word` (whole words and numbers, punctuation split), `word+names`
+    /// (`word`, with each multi-word name of the task as one token) or `bpe:N` (byte-level BPE with N
+    /// tokens; the paper's is ~2,200).
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
     /// Model shape: `tiny-1m`, `bench-3m`, `small-10m` or `paper-100m` (the vocabulary comes from the tokenizer).

@@ -1,19 +1,27 @@
 //! The learnability recipe (issue 4, item 5): generate a task corpus, train a tokenizer and a small Qwen2
-//! from scratch for a fixed wall time on CPU, then greedy-decode held-out problems and verify them.
+//! from scratch for a fixed wall time on CPU, then greedy-decode held-out problems and verify them. The
+//! defaults are the recipe (crates/lm/README.md, "Learnability"):
 //!
-//!     cargo run --release -p lm --bin learn -- --task-preset cpu --minutes 12 --out /tmp/learn-cpu
+//!     cargo run --release -p lm --bin learn -- --out /tmp/learn-cpu
 //!
-//! Flags (defaults in brackets): --task-preset cpu|paper [cpu], --ops 2,3,4 [2,3,4], --records N [30000],
-//! --eval-per-op N [60], --model PRESET [tiny-1m], --tokenizer word|bpe:N [word], --loss-on solution|all
-//! [solution], --seq-len N [256], --batch N [16], --lr X [2e-3], --minutes X [12], --dp N [2], --seed N [0],
-//! --task-set k=v,k=v (task-config overrides), --steps N (fixed schedule instead of the wall-time budget).
-//! The LR schedule (3 % warm-up, cosine to lr/10) is sized to the wall-time budget from the speed of the first
-//! steps. Prints a per-op table (answer accuracy / verified-correct) and writes `report.json` + the checkpoint.
+//! Flags (defaults in brackets):
+//! * task: --task-preset cpu|paper [cpu], --task-set k=v,k=v (task-config overrides), --ops 2,3,4 [2,3,4]
+//!   (trained and evaluated), --op-weights 2=1,3=1,4=2 (training mixture; default uniform), --records N
+//!   [30000], --eval-per-op N [150]
+//! * model: --model PRESET [bench-3m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
+//!   word|word+names|bpe:N [word]
+//! * training: --loss-on solution|all [solution], --packing whole|stream [whole], --seq-len N [512], --batch N
+//!   [2], --lr X [1e-3] (cosine to lr/10 after 3 % warm-up), --minutes X [13.5], --steps N (a fixed schedule
+//!   instead of one sized to the wall time from the speed of the first steps: comparable runs on a busy
+//!   machine), --seed N [0], --out DIR [learn-out]
+//!
+//! Prints a per-op table (answer accuracy / verified-correct) and writes `report.json`, every completion to
+//! `completions.jsonl`, and the checkpoint.
 
 use anyhow::{Context as _, Result, bail};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use lm::data::{LossOn, PackedData};
+use lm::data::{LossOn, PackedData, Packing};
 use lm::sample::{SampleConfig, generate};
 use lm::tokenizer::{EOS_ID, Tokenizer, TokenizerKind};
 use lm::train::{TrainConfig, Trainer};
@@ -55,13 +63,14 @@ fn main() -> Result<()> {
         .collect::<Result<_, _>>()
         .context("--ops")?;
     let records: u64 = get("records", "30000").parse().context("--records")?;
-    let eval_per_op: u64 = get("eval-per-op", "60").parse().context("--eval-per-op")?;
+    let eval_per_op: u64 = get("eval-per-op", "150").parse().context("--eval-per-op")?;
     let tok_kind: TokenizerKind = get("tokenizer", "word").parse()?;
     let loss_on: LossOn = get("loss-on", "solution").parse()?;
-    let seq_len: usize = get("seq-len", "256").parse()?;
-    let batch: usize = get("batch", "16").parse()?;
-    let lr: f64 = get("lr", "2e-3").parse()?;
-    let minutes: f64 = get("minutes", "12").parse()?;
+    let packing: Packing = get("packing", "whole").parse()?;
+    let seq_len: usize = get("seq-len", "512").parse()?;
+    let batch: usize = get("batch", "2").parse()?;
+    let lr: f64 = get("lr", "1e-3").parse()?;
+    let minutes: f64 = get("minutes", "13.5").parse()?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
     let fixed_steps: Option<u64> = a
@@ -69,7 +78,6 @@ fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()
         .context("--steps")?;
-    let dp: usize = get("dp", "2").parse()?;
     let seed: u64 = get("seed", "0").parse()?;
     let out = PathBuf::from(get("out", "learn-out"));
     std::fs::create_dir_all(&out)?;
@@ -93,7 +101,20 @@ fn main() -> Result<()> {
     let spec = CorpusSpec {
         name: "train".into(),
         seed: 50_000 + seed,
-        ops: uniform_ops(ops.iter().copied()),
+        ops: match a.get("op-weights") {
+            // `--op-weights 2=1,3=1,4=2`: the training mixture over ops (default: uniform over --ops).
+            Some(w) => w
+                .split(',')
+                .map(|kv| {
+                    let (k, v) = kv
+                        .split_once('=')
+                        .context("--op-weights: expected op=weight")?;
+                    Ok((k.trim().parse()?, v.trim().parse()?))
+                })
+                .collect::<Result<_>>()
+                .context("--op-weights")?,
+            None => uniform_ops(ops.iter().copied()),
+        },
         contexts: contexts.iter().map(|c| (*c, 1.0)).collect(),
         modes: [(Mode::Forward, 1.0)].into_iter().collect(),
         budget: Budget::Records(records),
@@ -117,8 +138,21 @@ fn main() -> Result<()> {
     tok.save(&out.join("tokenizer.json"))?;
     let docs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect::<Result<_>>()?;
     let n_tokens: usize = docs.iter().map(Vec::len).sum();
-    let mut cfg = ModelConfig::preset(&get("model", "tiny-1m"))?;
+    let mut cfg = ModelConfig::preset(&get("model", "bench-3m"))?;
     cfg.vocab_size = tok.vocab_size();
+    if let Some(sets) = a.get("model-set") {
+        // `--model-set num_hidden_layers=8,hidden_size=192`: ModelConfig fields on top of the preset.
+        let sets: Vec<String> = sets.split(',').map(str::to_string).collect();
+        let mut v = serde_json::to_value(&cfg)?;
+        for (k, x) in task::cli::parse_sets(&sets)? {
+            let slot = v
+                .get_mut(&k)
+                .with_context(|| format!("--model-set: no model field `{k}`"))?;
+            *slot = x;
+        }
+        cfg = serde_json::from_value(v).context("--model-set")?;
+        cfg.validate()?;
+    }
     println!(
         "tokenizer {tok_kind:?}: vocab {}, {} tokens ({:.1}/doc); model {} params",
         cfg.vocab_size,
@@ -126,7 +160,7 @@ fn main() -> Result<()> {
         n_tokens as f64 / docs.len() as f64,
         cfg.num_params()
     );
-    let data = PackedData::new(docs, loss_on, seq_len, seed, true);
+    let data = PackedData::new(docs, loss_on, packing, seq_len, seed, true);
     let tc = TrainConfig {
         seq_len,
         batch_size: batch,
@@ -140,7 +174,8 @@ fn main() -> Result<()> {
         beta1: 0.9,
         beta2: 0.95,
         loss_on,
-        data_parallel: dp,
+        packing,
+        data_parallel: 1,
         seed,
         ..Default::default()
     };
@@ -223,9 +258,7 @@ fn main() -> Result<()> {
             e.0 += 1;
             e.1 += sc.outcome as u32;
             e.2 += sc.verified as u32;
-            if examples.len() < 6 {
-                examples.push(serde_json::json!({"op": r.op, "prompt": r.prompt(), "gold": r.solution, "completion": completion, "verified": sc.verified}));
-            }
+            examples.push(serde_json::json!({"op": r.op, "prompt": r.prompt(), "gold": r.solution, "completion": completion, "answer_ok": sc.outcome, "verified": sc.verified}));
         }
     }
     println!(
@@ -244,9 +277,16 @@ fn main() -> Result<()> {
         );
         rows.push(serde_json::json!({"op": op, "n": n, "answer_acc": *ok as f64 / *n as f64, "verified": *ver as f64 / *n as f64}));
     }
+    let mut jsonl = String::new();
+    for e in &examples {
+        jsonl += &(e.to_string() + "\n");
+    }
+    std::fs::write(out.join("completions.jsonl"), jsonl)?;
+    examples.truncate(6);
     let report = serde_json::json!({
         "args": a, "train_seconds": train_s, "steps": trainer.state.step, "tokens_seen": trainer.state.tokens_seen,
-        "final_loss_ema": ema, "vocab": cfg.vocab_size, "params": cfg.num_params(), "per_op": rows, "examples": examples,
+        "final_loss_ema": ema, "vocab": cfg.vocab_size, "params": cfg.num_params(), "model": cfg,
+        "per_op": rows, "examples": examples,
     });
     std::fs::write(
         out.join("report.json"),
