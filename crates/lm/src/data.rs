@@ -215,8 +215,12 @@ impl PackedData {
                     for &(doc, from) in &self.bins[b] {
                         let (ids, flags) = &self.docs[doc];
                         let to = ids.len().min(from + block);
-                        self.stream
-                            .extend(ids[from..to].iter().copied().zip(flags[from..to].iter().copied()));
+                        self.stream.extend(
+                            ids[from..to]
+                                .iter()
+                                .copied()
+                                .zip(flags[from..to].iter().copied()),
+                        );
                     }
                     let used = self.stream.len() - start;
                     self.stream
@@ -362,7 +366,10 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         for r in 0..blocks {
             // The whole block: inputs plus the last target.
-            let mut row: Vec<u32> = b.inputs[r * 9..(r + 1) * 9].iter().map(|&x| x as u32).collect();
+            let mut row: Vec<u32> = b.inputs[r * 9..(r + 1) * 9]
+                .iter()
+                .map(|&x| x as u32)
+                .collect();
             row.push(b.targets[(r + 1) * 9 - 1] as u32);
             let w = &b.weights[r * 9..(r + 1) * 9];
             let mut k = 0;
@@ -374,7 +381,10 @@ mod tests {
                 assert!(seen.insert(doc), "doc {doc} twice in one epoch");
                 k += want.len() + 1;
             }
-            assert!(row[k..].iter().all(|&t| t == PAD_ID), "padding only at the end");
+            assert!(
+                row[k..].iter().all(|&t| t == PAD_ID),
+                "padding only at the end"
+            );
             // A target that is padding carries no loss.
             for (i, &t) in b.targets[r * 9..(r + 1) * 9].iter().enumerate() {
                 assert_eq!(w[i] == 0.0, t as u32 == PAD_ID, "block {r} position {i}");
@@ -383,7 +393,10 @@ mod tests {
         assert_eq!(seen.len(), docs.len(), "every document once per epoch");
         // Bin packing wastes little: within one block of the lower bound.
         let tokens: usize = docs.iter().map(|d| d.len() + 1).sum();
-        assert!(blocks <= tokens.div_ceil(10) + 1, "{blocks} blocks for {tokens} tokens");
+        assert!(
+            blocks <= tokens.div_ceil(10) + 1,
+            "{blocks} blocks for {tokens} tokens"
+        );
         // The next read starts the second epoch from its first block.
         d.next_batch(1);
         assert_eq!(d.cursor, Cursor { epoch: 1, block: 1 });
