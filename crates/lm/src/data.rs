@@ -5,7 +5,7 @@
 //! * `whole` (default): documents are bin-packed whole into blocks (best-fit decreasing; the paper's code packs
 //!   first-fit decreasing, spec §4.3), the rest of a block is `[PAD]` with loss weight 0, and each epoch reads
 //!   the blocks in a new order. No document is cut, so every solution token is trained with its problem in view.
-//! * `stream`: one concatenated stream cut every `seq_len` tokens, as the paper's code does. A cut document's
+//! * `stream`: one concatenated stream cut every `seq_len` tokens (this crate's first layout). A cut document's
 //!   solution is then trained without its problem; with ~135-token problems in 256-token blocks that is about
 //!   half the documents, and the model learns to guess entities it cannot see (crates/lm/README.md).
 //!
@@ -65,7 +65,7 @@ pub enum Packing {
     /// Whole documents only; the tail of a block that the next document does not fit in is padding.
     #[default]
     Whole,
-    /// One stream cut every `seq_len` tokens (the paper's code); documents may straddle two blocks.
+    /// One stream cut every `seq_len` tokens; documents may straddle two blocks.
     Stream,
 }
 

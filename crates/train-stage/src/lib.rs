@@ -98,7 +98,7 @@ pub struct TrainSettings {
     /// what lets a tiny model learn on a CPU, see learnability.md).
     pub loss_on: LossOnSetting,
     /// How documents are laid into blocks: `whole` (a document that does not fit starts the next block, the
-    /// rest is padding, so no problem is cut from its solution) or `stream` (the paper's code: one stream cut
+    /// rest is padding, so no problem is cut from its solution) or `stream` (our first layout: one stream cut
     /// every `seq_len` tokens).
     pub packing: PackingSetting,
     /// Held-out loss every N steps (0: only at the end).
@@ -143,7 +143,7 @@ impl Default for TrainSettings {
 pub enum PackingSetting {
     /// Whole documents per block, padded.
     Whole,
-    /// One stream cut every `seq_len` tokens (the paper's code).
+    /// One stream cut every `seq_len` tokens (our first layout).
     Stream,
 }
 
