@@ -44,7 +44,13 @@ impl ModelConfig {
         Ok(match name {
             // For unit tests: big enough to have GQA groups of 2, small enough for debug builds.
             "tiny-test" => base(64, 32, 2, 4, 2, 64),
-            "tiny-1m" => base(512, 128, 4, 4, 2, 352),
+            // The CPU learnability shape (crates/lm/README.md). RoPE theta 1e4, not Qwen2's long-context 1e6:
+            // within 512 tokens more of the rotary frequencies resolve nearby positions, and the solution
+            // loss fell further (0.036 against 0.041 after 11k steps).
+            "tiny-1m" => ModelConfig {
+                rope_theta: 1e4,
+                ..base(512, 128, 4, 4, 2, 352)
+            },
             // Identical to /work/shared/bench/qwen2_peer.py's BENCH.
             "bench-3m" => base(512, 256, 4, 4, 2, 688),
             "small-10m" => base(2200, 384, 6, 6, 2, 1024),

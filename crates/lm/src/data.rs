@@ -1,7 +1,7 @@
 //! Packed training data: documents (token ids + a per-token loss flag), in an order shuffled afresh each epoch,
 //! are laid into fixed blocks of `seq_len + 1` tokens (inputs and next-token targets overlap by one). Documents
-//! share blocks and attend across boundaries, as the paper's packing does (spec §4.3); every document ends with
-//! `[EOS]`. Two layouts ([`Packing`]):
+//! share blocks and, as in the paper's packing (spec §4.3), attend across boundaries unless the trainer's
+//! `document_mask` is on ([`document_starts`]); every document ends with `[EOS]`. Two layouts ([`Packing`]):
 //! * `whole` (default): documents are bin-packed whole into blocks (best-fit decreasing; the paper's code packs
 //!   first-fit decreasing, spec §4.3), the rest of a block is `[PAD]` with loss weight 0, and each epoch reads
 //!   the blocks in a new order. No document is cut, so every solution token is trained with its problem in view.
@@ -78,6 +78,25 @@ impl std::str::FromStr for Packing {
             _ => anyhow::bail!("unknown packing `{s}`; expected `whole` or `stream`"),
         }
     }
+}
+
+/// For every input position of `inputs` (`[rows, seq_len]` row-major), the first position of its row that
+/// belongs to the same document: a document ends with the input `[EOS]`, so the position after it starts the
+/// next one. With these as the lower bound of each query's keys, attention stays inside a document
+/// (`TrainConfig::document_mask`); the trailing padding of a block forms its own document.
+pub fn document_starts(inputs: &[i32], seq_len: usize) -> Vec<usize> {
+    assert!(seq_len > 0 && inputs.len().is_multiple_of(seq_len));
+    let mut starts = Vec::with_capacity(inputs.len());
+    for row in inputs.chunks(seq_len) {
+        let mut start = 0;
+        for (i, &tok) in row.iter().enumerate() {
+            starts.push(start);
+            if tok == EOS_ID as i32 {
+                start = i + 1;
+            }
+        }
+    }
+    starts
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,6 +343,18 @@ mod tests {
             ]
         );
         assert!(loss_flags(&ids, LossOn::All).iter().all(|&x| x));
+    }
+
+    #[test]
+    fn a_document_starts_after_each_eos_and_at_each_row() {
+        let e = EOS_ID as i32;
+        // Two rows of 5: [a a EOS b b | b EOS EOS c c].
+        let inputs = [10, 11, e, 12, 13, 14, e, e, 15, 16];
+        assert_eq!(
+            document_starts(&inputs, 5),
+            [0, 0, 0, 3, 3, 0, 0, 2, 3, 3],
+            "the EOS belongs to the document it ends; a new row starts a new document"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! scatter-add — adds fixed chunks in a fixed order. The same inputs give the same bits however rayon
 //! schedules the work.
 
-use crate::data::Batch;
+use crate::data::{Batch, document_starts};
 use crate::host::{HostModel, matmul};
 use rayon::prelude::*;
 
@@ -304,6 +304,13 @@ impl<'a> View<'a> {
     fn rows(data: &'a [f32], rs: usize) -> Self {
         View { data, rs, cs: 1 }
     }
+    /// The view without its first `n` rows.
+    fn skip_rows(self, n: usize) -> Self {
+        View {
+            data: &self.data[n * self.rs..],
+            ..self
+        }
+    }
     /// The transpose (no copy).
     fn t(self) -> Self {
         View {
@@ -359,8 +366,10 @@ fn gemm_view(
 }
 
 /// Causal attention forward, one task per (row, kv head) over its `g` query heads: normalised probabilities
-/// into `probs` `[rows, nh, t, t]` and outputs into `out` `[rows, nh, t, hd]` (head-major).
-fn attention_fwd(d: Dims, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
+/// into `probs` `[rows, nh, t, t]` and outputs into `out` `[rows, nh, t, hd]` (head-major). Query `i` of row
+/// `r` sees keys `starts[r · t + i]..=i` (`starts` empty: all of `0..=i`). Masked probabilities are exactly 0,
+/// so the backward needs no mask of its own.
+fn attention_fwd(d: Dims, qkv: &[f32], starts: &[usize], probs: &mut [f32], out: &mut [f32]) {
     let (t, hd, g, width) = (d.t, d.hd, d.g(), d.width());
     let scale = 1.0 / (hd as f32).sqrt();
     probs
@@ -377,16 +386,33 @@ fn attention_fwd(d: Dims, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
                 let q = View::rows(&rows[head * hd..], width);
                 for i0 in (0..t).step_by(ATT_BLOCK) {
                     let (bm, keys) = (ATT_BLOCK.min(t - i0), (i0 + ATT_BLOCK).min(t));
+                    // The block's first query has the lowest document start: no key before it is seen.
+                    let k0 = starts.get(r * t + i0).copied().unwrap_or(0);
                     let q_blk = View {
                         data: &q.data[i0 * width..],
                         ..q
                     };
                     let p_blk = &mut pc[(j * t + i0) * t..(j * t + i0 + bm) * t];
-                    // S = scale · Q Kᵀ, then a causal softmax per row.
-                    gemm_view(p_blk, t, q_blk, k.t(), bm, hd, keys, false, scale);
+                    // S = scale · Q Kᵀ over keys k0..keys, then a causal softmax per row.
+                    let k_from = k.skip_rows(k0);
+                    gemm_view(
+                        &mut p_blk[k0..],
+                        t,
+                        q_blk,
+                        k_from.t(),
+                        bm,
+                        hd,
+                        keys - k0,
+                        false,
+                        scale,
+                    );
                     for (ii, row) in p_blk.chunks_mut(t).enumerate() {
-                        let (live, masked) = row[..keys].split_at_mut(i0 + ii + 1);
+                        let qpos = i0 + ii;
+                        let first = starts.get(r * t + qpos).copied().unwrap_or(0);
+                        let (seen, masked) = row[..keys].split_at_mut(qpos + 1);
                         masked.fill(0.0);
+                        let (before, live) = seen.split_at_mut(first);
+                        before.fill(0.0);
                         let max = live.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                         let inv = 1.0 / exp_sub_sum(live, max);
                         for s in live.iter_mut() {
@@ -395,7 +421,9 @@ fn attention_fwd(d: Dims, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
                     }
                     // O = P V.
                     let o_blk = &mut oc[(j * t + i0) * hd..(j * t + i0 + bm) * hd];
-                    gemm_view(o_blk, hd, View::rows(p_blk, t), v, bm, keys, hd, false, 1.0);
+                    let v_from = v.skip_rows(k0);
+                    let p_from = View::rows(&p_blk[k0..], t);
+                    gemm_view(o_blk, hd, p_from, v_from, bm, keys - k0, hd, false, 1.0);
                 }
             }
         });
@@ -403,10 +431,13 @@ fn attention_fwd(d: Dims, qkv: &[f32], probs: &mut [f32], out: &mut [f32]) {
 
 /// Causal attention backward, one task per (row, kv head): from `datt` `[n, nh hd]` to dq (head-major into
 /// `dq` `[rows, nh, t, hd]`, before the RoPE backward) and dk, dv (`[rows, nkv, t, hd]`). The `g` query
-/// heads of a group add into their shared dk, dv in a fixed order, inside the one task.
+/// heads of a group add into their shared dk, dv in a fixed order, inside the one task. `starts` as in
+/// [`attention_fwd`].
+#[allow(clippy::too_many_arguments)]
 fn attention_bwd(
     d: Dims,
     qkv: &[f32],
+    starts: &[usize],
     probs: &[f32],
     datt: &[f32],
     dq: &mut [f32],
@@ -435,6 +466,10 @@ fn attention_bwd(
                 let o_grad = View::rows(&grads[head * hd..], nh * hd);
                 for i0 in (0..t).step_by(ATT_BLOCK) {
                     let (bm, keys) = (ATT_BLOCK.min(t - i0), (i0 + ATT_BLOCK).min(t));
+                    // Keys before k0 have probability 0 for every query of the block (see attention_fwd).
+                    let k0 = starts.get(r * t + i0).copied().unwrap_or(0);
+                    let nk = keys - k0;
+                    let (k_from, v_from) = (k.skip_rows(k0), v.skip_rows(k0));
                     let q_blk = View {
                         data: &q.data[i0 * width..],
                         ..q
@@ -446,25 +481,36 @@ fn attention_bwd(
                     let p_blk = &pc[(j * t + i0) * t..(j * t + i0 + bm) * t];
                     let ds = &mut ds[..bm * t];
                     // dP = dO Vᵀ; softmax backward dS = P ⊙ (dP − Σ P ⊙ dP), times the score scale.
-                    gemm_view(ds, t, do_blk, v.t(), bm, hd, keys, false, 1.0);
+                    gemm_view(&mut ds[k0..], t, do_blk, v_from.t(), bm, hd, nk, false, 1.0);
                     for (dsr, pr) in ds.chunks_mut(t).zip(p_blk.chunks(t)) {
-                        let (dsr, pr) = (&mut dsr[..keys], &pr[..keys]);
+                        let (dsr, pr) = (&mut dsr[k0..keys], &pr[k0..keys]);
                         let pdp: f32 = dsr.iter().zip(pr).map(|(a, b)| a * b).sum();
                         for (s, p) in dsr.iter_mut().zip(pr) {
                             *s = p * (*s - pdp) * scale;
                         }
                     }
-                    let ds = View::rows(ds, t);
-                    // dQ = dS K;  dK += dSᵀ Q;  dV += Pᵀ dO.
+                    let ds = View::rows(&ds[k0..], t);
+                    // dQ = dS K;  dK += dSᵀ Q;  dV += Pᵀ dO (keys k0..keys only).
                     let dq_blk = &mut dqc[(j * t + i0) * hd..(j * t + i0 + bm) * hd];
-                    gemm_view(dq_blk, hd, ds, k, bm, keys, hd, false, 1.0);
-                    gemm_view(dkc, hd, ds.t(), q_blk, keys, bm, hd, true, 1.0);
+                    gemm_view(dq_blk, hd, ds, k_from, bm, nk, hd, false, 1.0);
                     gemm_view(
-                        dvc,
+                        &mut dkc[k0 * hd..],
                         hd,
-                        View::rows(p_blk, t).t(),
+                        ds.t(),
+                        q_blk,
+                        nk,
+                        bm,
+                        hd,
+                        true,
+                        1.0,
+                    );
+                    let p_from = View::rows(&p_blk[k0..], t);
+                    gemm_view(
+                        &mut dvc[k0 * hd..],
+                        hd,
+                        p_from.t(),
                         do_blk,
-                        keys,
+                        nk,
                         bm,
                         hd,
                         true,
@@ -571,12 +617,14 @@ impl Workspace {
 
     /// Forward and backward of one batch (causal, unpadded rows, positions from 0): returns the summed weighted
     /// token NLL and the gradients of (that sum / `denom`) for every parameter, canonical order and shapes
-    /// (as `Qwen2::param_shapes`).
+    /// (as `Qwen2::param_shapes`). With `document_mask`, attention does not cross an `[EOS]`
+    /// ([`crate::data::document_starts`]).
     pub fn loss_and_grads(
         &mut self,
         m: &HostModel,
         batch: &Batch,
         denom: f64,
+        document_mask: bool,
     ) -> (f64, Vec<Vec<f32>>) {
         let c = &m.cfg;
         let d = Dims {
@@ -603,6 +651,11 @@ impl Workspace {
             );
         }
         self.ensure(d, nl, c.rope_theta);
+        let starts = if document_mask {
+            document_starts(&batch.inputs, d.t)
+        } else {
+            vec![]
+        };
         let ws = self;
 
         // ---- Forward ----
@@ -630,7 +683,7 @@ impl Workspace {
                 &ws.sin,
                 false,
             );
-            attention_fwd(d, &a.qkv, &mut a.probs, &mut ws.head_out);
+            attention_fwd(d, &a.qkv, &starts, &mut a.probs, &mut ws.head_out);
             heads_to_tokens(d, &ws.head_out, &mut a.att);
             mid.copy_from_slice(x);
             matmul(mid, &a.att, false, &l.wo, false, n, att_w, h, true);
@@ -731,6 +784,7 @@ impl Workspace {
             attention_bwd(
                 d,
                 &a.qkv,
+                &starts,
                 &a.probs,
                 &ws.datt,
                 &mut ws.head_out,
@@ -872,6 +926,7 @@ mod tests {
     use crate::config::ModelConfig;
     use crate::model::Qwen2;
     use crate::rng::Rng;
+    use crate::tokenizer::EOS_ID;
     use crate::{Cpu, train::shard_grads};
     use burn::backend::Autodiff;
 
@@ -902,15 +957,19 @@ mod tests {
     }
 
     /// 3 rows of 70 tokens (two attention blocks, the second partial), loss weights switched off on about a
-    /// third of the positions.
+    /// third of the positions, and `[EOS]` inputs that end documents inside both attention blocks.
     fn batch(cfg: &ModelConfig, seed: u64) -> Batch {
         let (rows, t) = (3, ATT_BLOCK + 6);
         let mut rng = Rng::new(seed);
         let n = rows * t;
+        let mut inputs: Vec<i32> = (0..n).map(|_| rng.below(cfg.vocab_size) as i32).collect();
+        for i in [20, t + 5, t + 66, 2 * t + 63] {
+            inputs[i] = EOS_ID as i32;
+        }
         Batch {
             rows,
             seq_len: t,
-            inputs: (0..n).map(|_| rng.below(cfg.vocab_size) as i32).collect(),
+            inputs,
             targets: (0..n).map(|_| rng.below(cfg.vocab_size) as i32).collect(),
             weights: (0..n)
                 .map(|_| if rng.below(3) == 0 { 0.0 } else { 1.0 })
@@ -932,19 +991,25 @@ mod tests {
     }
 
     #[test]
-    fn gradients_and_loss_match_burn_autodiff() {
+    fn gradients_and_loss_match_burn_autodiff_with_and_without_the_document_mask() {
+        for document_mask in [false, true] {
+            grads_match_burn(document_mask);
+        }
+    }
+
+    fn grads_match_burn(document_mask: bool) {
         type B = Autodiff<Cpu>;
         let (cfg, params) = random_model(11);
         let b = batch(&cfg, 5);
         let denom = 2.0 * b.weights.iter().sum::<f32>() as f64;
         let model = Qwen2::<B>::from_host(&cfg, params.clone(), &Default::default()).unwrap();
-        let (want_loss, want) = shard_grads(&model, &b, denom, &Default::default());
+        let (want_loss, want) = shard_grads(&model, &b, denom, document_mask, &Default::default());
         let host = HostModel::new(&cfg, params);
-        let (loss, got) = Workspace::new().loss_and_grads(&host, &b, denom);
+        let (loss, got) = Workspace::new().loss_and_grads(&host, &b, denom, document_mask);
 
         assert!(
             ((loss - want_loss) / want_loss).abs() <= 1e-5,
-            "loss {loss} vs burn {want_loss}"
+            "document_mask {document_mask}: loss {loss} vs burn {want_loss}"
         );
         let names = Qwen2::<Cpu>::param_shapes(&cfg);
         assert_eq!(got.len(), names.len());
@@ -960,11 +1025,60 @@ mod tests {
                 .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
             assert!(
                 diff <= 1e-4 * scale,
-                "{name}: max |Δ| {diff} (max |g| {scale})"
+                "document_mask {document_mask}, {name}: max |Δ| {diff} (max |g| {scale})"
             );
             assert!(
                 w.iter().any(|x| *x != 0.0),
                 "{name}: burn gradient is all zero"
+            );
+        }
+    }
+
+    #[test]
+    fn with_the_document_mask_a_packed_document_trains_as_if_alone() {
+        let (cfg, params) = random_model(7);
+        let host = HostModel::new(&cfg, params);
+        let mut rng = Rng::new(9);
+        let mut doc = |len: usize| -> Vec<i32> {
+            let mut d: Vec<i32> = (1..len)
+                .map(|_| 4 + rng.below(cfg.vocab_size - 4) as i32)
+                .collect();
+            d.push(EOS_ID as i32);
+            d
+        };
+        // Row of 72 inputs: a 30-token document, then a 42-token one whose last input is its [EOS]; the loss
+        // counts only the second document's next-token predictions.
+        let (first, second) = (doc(30), doc(43));
+        let packed: Vec<i32> = first.iter().chain(&second).copied().collect();
+        let t = packed.len() - 1;
+        let one_row = |ids: &[i32], from: usize| Batch {
+            rows: 1,
+            seq_len: ids.len() - 1,
+            inputs: ids[..ids.len() - 1].to_vec(),
+            targets: ids[1..].to_vec(),
+            weights: (0..ids.len() - 1)
+                .map(|i| if i >= from { 1.0 } else { 0.0 })
+                .collect(),
+        };
+        let together = one_row(&packed, first.len());
+        let alone = one_row(&second, 0);
+        assert_eq!(together.seq_len, t);
+        let mut ws = Workspace::new();
+        let (masked, g_masked) = ws.loss_and_grads(&host, &together, 1.0, true);
+        let (open, _) = ws.loss_and_grads(&host, &together, 1.0, false);
+        let (solo, g_solo) = ws.loss_and_grads(&host, &alone, 1.0, false);
+        assert!(
+            ((masked - solo) / solo).abs() < 1e-5,
+            "masked {masked} vs alone {solo}"
+        );
+        assert!(
+            ((open - solo) / solo).abs() > 1e-3,
+            "without the mask the first document must change the loss ({open} vs {solo})"
+        );
+        for (a, b) in g_masked.iter().flatten().zip(g_solo.iter().flatten()) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "gradient {a} vs {b}"
             );
         }
     }
@@ -984,10 +1098,10 @@ mod tests {
             )
         };
         let mut ws = Workspace::new();
-        let first = bits(ws.loss_and_grads(&host, &a, 7.0));
-        ws.loss_and_grads(&host, &other, 7.0);
-        let again = bits(ws.loss_and_grads(&host, &a, 7.0));
-        let fresh = bits(Workspace::new().loss_and_grads(&host, &a, 7.0));
+        let first = bits(ws.loss_and_grads(&host, &a, 7.0, false));
+        ws.loss_and_grads(&host, &other, 7.0, true);
+        let again = bits(ws.loss_and_grads(&host, &a, 7.0, false));
+        let fresh = bits(Workspace::new().loss_and_grads(&host, &a, 7.0, false));
         assert!(
             first == again && first == fresh,
             "host gradients are not reproducible"

@@ -313,12 +313,33 @@ impl<B: Backend> Qwen2<B> {
             .matmul(self.embed.val().transpose())
     }
 
+    /// Logits `[batch, seq, vocab]` of packed blocks in which query `i` of row `r` attends only to keys
+    /// `starts[r · seq + i]..=i`: its own document ([`crate::data::document_starts`]). No cache.
+    pub fn forward_documents(&self, tokens: Tensor<B, 2, Int>, starts: &[usize]) -> Tensor<B, 3> {
+        let h = self.hidden_states_within(tokens, None, &[], starts);
+        let [b, t, d] = h.dims();
+        h.reshape([b * t, d])
+            .matmul(self.embed.val().transpose())
+            .reshape([b, t, self.vocab])
+    }
+
     /// Final normalised hidden states `[batch, seq, hidden]` (before the output head).
     pub fn hidden_states(
         &self,
         tokens: Tensor<B, 2, Int>,
+        cache: Option<&mut KvCache<B>>,
+        left_pad: &[usize],
+    ) -> Tensor<B, 3> {
+        self.hidden_states_within(tokens, cache, left_pad, &[])
+    }
+
+    /// [`Self::hidden_states`] with per-query first visible keys (`starts`, `[batch · seq]`; empty: none).
+    fn hidden_states_within(
+        &self,
+        tokens: Tensor<B, 2, Int>,
         mut cache: Option<&mut KvCache<B>>,
         left_pad: &[usize],
+        starts: &[usize],
     ) -> Tensor<B, 3> {
         let [b, t] = tokens.dims();
         let device = tokens.device();
@@ -328,7 +349,9 @@ impl<B: Backend> Qwen2<B> {
         }
         let hd = self.hidden / self.heads;
         let (cos, sin) = rope_tables::<B>(self.theta, hd, offset, t, &device);
-        let mask = attention_mask::<B>(b, self.heads / self.kv_heads, t, offset, left_pad, &device);
+        assert!(starts.is_empty() || (starts.len() == b * t && offset == 0));
+        let g = self.heads / self.kv_heads;
+        let mask = attention_mask::<B>(b, g, t, offset, left_pad, starts, &device);
 
         let mut x = burn::tensor::module::embedding(self.embed.val(), tokens);
         for (i, layer) in self.layers.iter().enumerate() {
@@ -455,26 +478,33 @@ fn rope_tables<B: Backend>(
 }
 
 /// Additive mask `[b or 1, 1, g*t, s]` for the grouped score layout (row r is query r % t): causal, plus
-/// left padding. A padding query may see itself only, so that no row is all -inf (which would give NaN).
+/// left padding, plus document starts (`starts[r · t + i]`: query `i`'s first visible key; empty: 0). A
+/// padding query may see itself only, so that no row is all -inf (which would give NaN).
 fn attention_mask<B: Backend>(
     b: usize,
     g: usize,
     t: usize,
     offset: usize,
     left_pad: &[usize],
+    starts: &[usize],
     device: &B::Device,
 ) -> Tensor<B, 4> {
     let s = offset + t;
-    let rows = if left_pad.is_empty() { 1 } else { b };
+    let rows = if left_pad.is_empty() && starts.is_empty() {
+        1
+    } else {
+        b
+    };
     let mut m = vec![0f32; rows * g * t * s];
     for r in 0..rows {
         let pad = left_pad.get(r).copied().unwrap_or(0);
         for gi in 0..g {
             for i in 0..t {
                 let qpos = offset + i;
+                let first = starts.get(r * t + i).copied().unwrap_or(0);
                 let row = &mut m[((r * g + gi) * t + i) * s..][..s];
                 for (j, x) in row.iter_mut().enumerate() {
-                    let visible = j <= qpos && (j >= pad || j == qpos);
+                    let visible = j <= qpos && j >= first && (j >= pad || j == qpos);
                     if !visible {
                         *x = f32::NEG_INFINITY;
                     }

@@ -7,7 +7,7 @@
 
 use crate::checkpoint::{load_model, read_safetensors, save_model, write_safetensors};
 use crate::config::ModelConfig;
-use crate::data::{Batch, Cursor, LossOn, PackedData, Packing};
+use crate::data::{Batch, Cursor, LossOn, PackedData, Packing, document_starts};
 use crate::host::HostModel;
 use crate::host_train;
 use crate::model::{Qwen2, cross_entropy, cross_entropy_sum};
@@ -46,6 +46,11 @@ pub struct TrainConfig {
     /// How documents are laid into blocks (`whole` by default: no document is cut; see [`crate::data`]).
     #[serde(default)]
     pub packing: Packing,
+    /// Attention stays inside each document of a packed block (false: a token sees every earlier token of its
+    /// block, as in the paper's packing). Sampling always sees one document, so masking makes training see
+    /// what generation sees.
+    #[serde(default)]
+    pub document_mask: bool,
     /// Held-out loss every N steps (0: never), over `eval_blocks` fixed blocks.
     pub eval_every: usize,
     pub eval_blocks: usize,
@@ -81,6 +86,7 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             loss_on: LossOn::All,
             packing: Packing::Whole,
+            document_mask: false,
             eval_every: 0,
             eval_blocks: 16,
             checkpoint_every: 0,
@@ -183,10 +189,11 @@ pub(crate) fn shard_grads<B: AutodiffBackend>(
     model: &Qwen2<B>,
     shard: &Batch,
     denom: f64,
+    document_mask: bool,
     device: &B::Device,
 ) -> (f64, Vec<Tensor<B::InnerBackend, 2>>) {
-    let (x, y, w) = batch_tensors::<B>(shard, device);
-    let nll = cross_entropy_sum(model.forward(x, None), y, w);
+    let (logits, y, w) = batch_logits(model, shard, document_mask, device);
+    let nll = cross_entropy_sum(logits, y, w);
     let grads = (nll.clone() / denom).backward();
     let gs = model
         .params()
@@ -198,6 +205,23 @@ pub(crate) fn shard_grads<B: AutodiffBackend>(
         })
         .collect();
     (nll.into_scalar().elem::<f64>(), gs)
+}
+
+/// Logits of a batch's inputs (attention kept inside documents when `document_mask`), with its targets and
+/// loss weights.
+pub fn batch_logits<B: Backend>(
+    model: &Qwen2<B>,
+    b: &Batch,
+    document_mask: bool,
+    device: &B::Device,
+) -> (Tensor<B, 3>, Tensor<B, 2, Int>, Tensor<B, 2>) {
+    let (x, y, w) = batch_tensors::<B>(b, device);
+    let logits = if document_mask {
+        model.forward_documents(x, &document_starts(&b.inputs, b.seq_len))
+    } else {
+        model.forward(x, None)
+    };
+    (logits, y, w)
 }
 
 pub fn batch_tensors<B: Backend>(
@@ -268,7 +292,37 @@ impl<B: AutodiffBackend> Trainer<B> {
             );
             self.burn_grads(&tc, dp)
         };
+        self.state.cursor = self.data.cursor;
+        self.apply(grads, loss_sum / tc.grad_accum as f64, tc.tokens_per_step())
+    }
 
+    /// One optimizer step on a batch built by the caller (reinforcement learning: per-token weights are
+    /// advantages, possibly negative): the gradient of Σ weight · NLL / `denom`, then clipping and AdamW as
+    /// in [`Self::step`], at the learning rate of this trainer's schedule. The data cursor does not move.
+    pub fn step_on(&mut self, batch: &Batch, denom: f64) -> StepStats {
+        let (nll, grads) = if host_backend::<B::InnerBackend>() {
+            let host = HostModel::new(&self.model_config, self.model.to_host(&self.model_config));
+            let (nll, gs) = self.host_ws.loss_and_grads(&host, batch, denom, false);
+            let grads = Qwen2::<B>::param_shapes(&self.model_config)
+                .into_iter()
+                .zip(gs)
+                .map(|((_, shape), g)| Tensor::from_data(TensorData::new(g, shape), &self.device))
+                .collect();
+            (nll, grads)
+        } else {
+            shard_grads(&self.model, batch, denom, false, &self.device)
+        };
+        self.apply(grads, nll / denom, (batch.rows * batch.seq_len) as u64)
+    }
+
+    /// Clips `grads` to the global norm bound and takes one AdamW step at the scheduled learning rate.
+    fn apply(
+        &mut self,
+        grads: Vec<Tensor<B::InnerBackend, 2>>,
+        loss: f64,
+        tokens: u64,
+    ) -> StepStats {
+        let tc = self.state.config.clone();
         // Global-norm clipping (as torch.nn.utils.clip_grad_norm_), not burn's per-tensor clipping.
         let sq: Vec<Tensor<B::InnerBackend, 1>> =
             grads.iter().map(|g| g.clone().square().sum()).collect();
@@ -298,11 +352,10 @@ impl<B: AutodiffBackend> Trainer<B> {
             *p = Param::initialized(p.id, Tensor::from_inner(w).require_grad());
         }
         self.state.step += 1;
-        self.state.tokens_seen += tc.tokens_per_step();
-        self.state.cursor = self.data.cursor;
+        self.state.tokens_seen += tokens;
         StepStats {
             step: self.state.step,
-            loss: loss_sum / tc.grad_accum as f64,
+            loss,
             lr,
             grad_norm,
             tokens_seen: self.state.tokens_seen,
@@ -319,7 +372,9 @@ impl<B: AutodiffBackend> Trainer<B> {
         for _ in 0..tc.grad_accum {
             let batch = self.data.next_batch(tc.batch_size);
             let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
-            let (nll, gs) = self.host_ws.loss_and_grads(&host, &batch, denom);
+            let (nll, gs) = self
+                .host_ws
+                .loss_and_grads(&host, &batch, denom, tc.document_mask);
             loss_sum += nll * tc.grad_accum as f64 / denom;
             if acc.is_empty() {
                 acc = gs;
@@ -356,15 +411,21 @@ impl<B: AutodiffBackend> Trainer<B> {
             let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
             let shards = batch.split(dp);
             let results: Vec<(f64, Vec<Tensor<B::InnerBackend, 2>>)> = if dp == 1 {
-                vec![shard_grads(&self.model, &shards[0], denom, &self.device)]
+                vec![shard_grads(
+                    &self.model,
+                    &shards[0],
+                    denom,
+                    tc.document_mask,
+                    &self.device,
+                )]
             } else {
-                let (model, device) = (&self.model, &self.device);
+                let (model, device, mask) = (&self.model, &self.device, tc.document_mask);
                 std::thread::scope(|s| {
                     let handles: Vec<_> = shards
                         .iter()
                         .map(|shard| {
                             s.spawn(move || {
-                                shard_grads(&model.fresh_leaves(), shard, denom, device)
+                                shard_grads(&model.fresh_leaves(), shard, denom, mask, device)
                             })
                         })
                         .collect();
@@ -431,6 +492,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             held_out,
             blocks,
             self.state.config.batch_size,
+            self.state.config.document_mask,
             &self.device,
         )
     }
@@ -501,6 +563,7 @@ pub fn eval_loss<B: Backend>(
     data: &mut PackedData,
     blocks: usize,
     batch: usize,
+    document_mask: bool,
     device: &B::Device,
 ) -> f64 {
     data.cursor = Cursor { epoch: 0, block: 0 };
@@ -510,11 +573,8 @@ pub fn eval_loss<B: Backend>(
     while left > 0 {
         let rows = left.min(batch);
         let b = data.next_batch(rows);
-        let (x, y, w) = batch_tensors::<B>(&b, device);
-        total += cross_entropy(model.forward(x, None), y, w)
-            .into_scalar()
-            .elem::<f64>()
-            * rows as f64;
+        let (logits, y, w) = batch_logits(model, &b, document_mask, device);
+        total += cross_entropy(logits, y, w).into_scalar().elem::<f64>() * rows as f64;
         n += rows;
         left -= rows;
     }
@@ -641,6 +701,68 @@ mod tests {
     }
 
     #[test]
+    fn step_on_raises_positively_weighted_tokens_and_lowers_negatively_weighted_ones() {
+        let tc = TrainConfig {
+            lr: 3e-3,
+            min_lr: 3e-3,
+            warmup_frac: 0.0,
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let texts = corpus(2);
+        let (tok, cfg, _) = setup(&tc, &texts);
+        let docs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
+        let device = Default::default();
+        let one = PackedData::new(vec![vec![0]], LossOn::All, Packing::Whole, 1, 0, false);
+        let mut t = Trainer::<B>::new(Qwen2::init(&cfg, 4, &device), cfg, tc, one, device);
+        let solution_loss = |t: &Trainer<B>, ids: &[u32]| {
+            let mut d = PackedData::new(
+                vec![ids.to_vec()],
+                LossOn::Solution,
+                Packing::Whole,
+                ids.len() - 1,
+                0,
+                false,
+            );
+            eval_loss(&t.model.valid(), &mut d, 1, 1, false, &Default::default())
+        };
+        // Row 0: the first problem, solution tokens weighted +1; row 1: the second, weighted -1.
+        let len = docs.iter().map(Vec::len).max().unwrap() - 1;
+        let mut b = Batch {
+            rows: 2,
+            seq_len: len,
+            inputs: vec![],
+            targets: vec![],
+            weights: vec![],
+        };
+        for (ids, sign) in docs.iter().zip([1.0f32, -1.0]) {
+            let flags = crate::data::loss_flags(ids, LossOn::Solution);
+            let n = ids.len() - 1;
+            b.inputs.extend(ids[..n].iter().map(|&x| x as i32));
+            b.targets.extend(ids[1..].iter().map(|&x| x as i32));
+            b.weights
+                .extend(flags[1..].iter().map(|&f| if f { sign } else { 0.0 }));
+            b.inputs.extend(std::iter::repeat_n(0, len - n));
+            b.targets.extend(std::iter::repeat_n(0, len - n));
+            b.weights.extend(std::iter::repeat_n(0.0, len - n));
+        }
+        let before = [solution_loss(&t, &docs[0]), solution_loss(&t, &docs[1])];
+        for _ in 0..5 {
+            t.step_on(&b, 40.0);
+        }
+        let after = [solution_loss(&t, &docs[0]), solution_loss(&t, &docs[1])];
+        assert!(
+            after[0] < before[0] - 0.1,
+            "positive: {before:?} -> {after:?}"
+        );
+        assert!(
+            after[1] > before[1] + 0.1,
+            "negative: {before:?} -> {after:?}"
+        );
+        assert_eq!(t.state.step, 5);
+    }
+
+    #[test]
     fn tiny_model_overfits_a_handful_of_problems() {
         let tc = TrainConfig {
             // Every problem fits a block whole.
@@ -679,7 +801,7 @@ mod tests {
                 0,
                 false,
             );
-            let loss = eval_loss(&model, &mut { one }, 1, 1, &device);
+            let loss = eval_loss(&model, &mut { one }, 1, 1, false, &device);
             assert!(loss < 0.05, "loss {loss} on {text}");
         }
         // And greedy decoding reproduces every gold solution.

@@ -97,10 +97,13 @@ pub struct TrainSettings {
     /// Which tokens the loss counts: `all` (the paper) or `solution` (solution and answer only, which is
     /// what lets a tiny model learn on a CPU, see learnability.md).
     pub loss_on: LossOnSetting,
-    /// How documents are laid into blocks: `whole` (a document that does not fit starts the next block, the
-    /// rest is padding, so no problem is cut from its solution) or `stream` (our first layout: one stream cut
-    /// every `seq_len` tokens).
+    /// How documents are laid into blocks: `whole` (documents bin-packed whole, best-fit decreasing, the rest
+    /// of a block is padding, so no problem is cut from its solution) or `stream` (our first layout: one
+    /// stream cut every `seq_len` tokens).
     pub packing: PackingSetting,
+    /// Keep attention inside each document of a block (`false`: a token sees every earlier token of its
+    /// block, as in the paper's packing). Generation always sees one document.
+    pub document_mask: bool,
     /// Held-out loss every N steps (0: only at the end).
     pub eval_every: usize,
     /// Blocks of held-out data per evaluation.
@@ -129,6 +132,7 @@ impl Default for TrainSettings {
             grad_clip: 1.0,
             loss_on: LossOnSetting::All,
             packing: PackingSetting::Whole,
+            document_mask: false,
             eval_every: 50,
             eval_blocks: 8,
             checkpoint_every: 50,
@@ -221,6 +225,7 @@ impl TrainSettings {
                 PackingSetting::Whole => Packing::Whole,
                 PackingSetting::Stream => Packing::Stream,
             },
+            document_mask: self.document_mask,
             eval_every: self.eval_every,
             eval_blocks: self.eval_blocks,
             checkpoint_every: self.checkpoint_every,

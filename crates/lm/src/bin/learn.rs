@@ -1,29 +1,34 @@
 //! The learnability recipe (issue 4, item 5): generate a task corpus, train a tokenizer and a small Qwen2
-//! from scratch for a fixed wall time on CPU, then greedy-decode held-out problems and verify them. The
-//! defaults are the recipe (crates/lm/README.md, "Learnability"):
+//! from scratch for a fixed wall time on CPU, then greedy-decode held-out problems and verify them; optionally
+//! continue with GRPO. The defaults are the recipe (crates/lm/README.md, "Learnability"):
 //!
 //!     cargo run --release -p lm --bin learn -- --out /tmp/learn-cpu
 //!
 //! Flags (defaults in brackets):
 //! * task: --task-preset cpu|paper [cpu], --task-set k=v,k=v (task-config overrides), --ops 2,3,4 [2,3,4]
 //!   (trained and evaluated), --op-weights 2=1,3=1,4=2 (training mixture; default uniform), --records N
-//!   [30000], --eval-per-op N [150]
-//! * model: --model PRESET [bench-3m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
+//!   [140000], --eval-per-op N [150]
+//! * model: --model PRESET [tiny-1m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
 //!   word|word+names|bpe:N [word]
-//! * training: --loss-on solution|all [solution], --packing whole|stream [whole], --seq-len N [512], --batch N
-//!   [2], --lr X [1e-3] (cosine to lr/10 after 3 % warm-up), --minutes X [13.5], --steps N (a fixed schedule
-//!   instead of one sized to the wall time from the speed of the first steps: comparable runs on a busy
-//!   machine), --seed N [0], --out DIR [learn-out]
+//! * training: --loss-on solution|all [solution], --packing whole|stream [whole], --document-mask
+//!   true|false [true] (attention inside each packed document), --seq-len N [512], --batch N [2], --lr X
+//!   [2e-3] (cosine to lr/10 after 3 % warm-up), --minutes X [13.5], --steps N (a fixed schedule instead of
+//!   one sized to the wall time from the speed of the first steps: comparable runs on a busy machine),
+//!   --seed N [0], --out DIR [learn-out], --init DIR (skip training: start from this checkpoint)
+//! * GRPO after training (off by default; it did not help, see the README): --rl-steps N [0], --rl-prompts N
+//!   [16] problems per step, --rl-group N [8] samples per problem, --rl-lr X [1e-4] (constant),
+//!   --rl-temperature X [1.0]; reward = process-verified correctness, advantage = reward − group mean.
 //!
-//! Prints a per-op table (answer accuracy / verified-correct) and writes `report.json`, every completion to
-//! `completions.jsonl`, and the checkpoint.
+//! Prints per-op tables (answer accuracy / verified-correct) and writes `report.json`, every completion of
+//! the last evaluation to `completions.jsonl`, and the checkpoint(s).
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result, bail, ensure};
 use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
-use lm::data::{LossOn, PackedData, Packing};
+use lm::checkpoint::load_model;
+use lm::data::{Batch, LossOn, PackedData, Packing};
 use lm::sample::{SampleConfig, generate};
-use lm::tokenizer::{EOS_ID, Tokenizer, TokenizerKind};
+use lm::tokenizer::{EOS_ID, PAD_ID, Tokenizer, TokenizerKind};
 use lm::train::{TrainConfig, Trainer};
 use lm::{Cpu, ModelConfig, Qwen2, Rng};
 use std::collections::BTreeMap;
@@ -62,14 +67,17 @@ fn main() -> Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()
         .context("--ops")?;
-    let records: u64 = get("records", "30000").parse().context("--records")?;
+    let records: u64 = get("records", "140000").parse().context("--records")?;
     let eval_per_op: u64 = get("eval-per-op", "150").parse().context("--eval-per-op")?;
     let tok_kind: TokenizerKind = get("tokenizer", "word").parse()?;
     let loss_on: LossOn = get("loss-on", "solution").parse()?;
     let packing: Packing = get("packing", "whole").parse()?;
+    let document_mask: bool = get("document-mask", "true")
+        .parse()
+        .context("--document-mask: expected true or false")?;
     let seq_len: usize = get("seq-len", "512").parse()?;
     let batch: usize = get("batch", "2").parse()?;
-    let lr: f64 = get("lr", "1e-3").parse()?;
+    let lr: f64 = get("lr", "2e-3").parse()?;
     let minutes: f64 = get("minutes", "13.5").parse()?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
@@ -138,7 +146,7 @@ fn main() -> Result<()> {
     tok.save(&out.join("tokenizer.json"))?;
     let docs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect::<Result<_>>()?;
     let n_tokens: usize = docs.iter().map(Vec::len).sum();
-    let mut cfg = ModelConfig::preset(&get("model", "bench-3m"))?;
+    let mut cfg = ModelConfig::preset(&get("model", "tiny-1m"))?;
     cfg.vocab_size = tok.vocab_size();
     if let Some(sets) = a.get("model-set") {
         // `--model-set num_hidden_layers=8,hidden_size=192`: ModelConfig fields on top of the preset.
@@ -175,6 +183,7 @@ fn main() -> Result<()> {
         beta2: 0.95,
         loss_on,
         packing,
+        document_mask,
         data_parallel: 1,
         seed,
         ..Default::default()
@@ -187,62 +196,210 @@ fn main() -> Result<()> {
         data,
         device,
     );
-
-    // ---- train for the wall-time budget
-    let budget_s = minutes * 60.0;
-    let t_train = Instant::now();
-    let mut ema = None;
-    loop {
-        let s = trainer.step();
-        ema = Some(ema.map_or(s.loss, |e: f64| 0.98 * e + 0.02 * s.loss));
-        let el = t_train.elapsed().as_secs_f64();
-        if s.step == 5 && fixed_steps.is_none() {
-            // Size the cosine schedule to the time budget from the speed so far.
-            let steps = (budget_s / (el / 5.0)) as u64;
-            trainer.state.config.token_budget = steps.max(6) * trainer.config().tokens_per_step();
-            println!(
-                "schedule: {} steps ({:.2}s/step)",
-                trainer.config().total_steps(),
-                el / 5.0
-            );
-        }
-        if s.step % 50 == 0 {
-            println!(
-                "step {} loss(ema) {:.4} lr {:.2e} tokens {} {:.0}s ({:.0} tok/s)",
-                s.step,
-                ema.unwrap(),
-                s.lr,
-                s.tokens_seen,
-                el,
-                s.tokens_seen as f64 / el
-            );
-        }
-        let over_time = fixed_steps.is_none() && el > budget_s * 1.05;
-        if (s.step > 5 && trainer.done()) || over_time {
-            break;
-        }
-    }
-    let train_s = t_train.elapsed().as_secs_f64();
-    trainer.save(&out.join("checkpoint"))?;
-    tok.save(&out.join("checkpoint").join("tokenizer.json"))?;
-
-    // ---- evaluate: greedy, verified against the gold graph
-    let model = trainer.model.valid();
     let opts = VerifyOptions {
         modulus: task_cfg.modulus,
         ..Default::default()
     };
+
+    // ---- supervised training for the wall-time budget (or from a checkpoint with --init)
+    let t_train = Instant::now();
+    let mut ema = None;
+    if let Some(dir) = a.get("init") {
+        let (init_cfg, model) = load_model::<Autodiff<Cpu>>(&PathBuf::from(dir), &device)?;
+        ensure!(
+            init_cfg == cfg,
+            "--init {dir}: its model config differs from this run's (same --model, --model-set, data?)"
+        );
+        trainer.model = model;
+        println!("supervised stage skipped: model from {dir}");
+    } else {
+        let budget_s = minutes * 60.0;
+        let mut t_step5 = 0.0;
+        loop {
+            let s = trainer.step();
+            ema = Some(ema.map_or(s.loss, |e: f64| 0.98 * e + 0.02 * s.loss));
+            let el = t_train.elapsed().as_secs_f64();
+            if s.step == 5 {
+                t_step5 = el;
+            }
+            if s.step == 25 && fixed_steps.is_none() {
+                // Size the cosine schedule to the time budget from the speed of steps 6-25 (the first steps are
+                // slower: buffers are allocated, threads start).
+                let per_step = (el - t_step5) / 20.0;
+                let steps = 25 + ((budget_s - el) / per_step).max(0.0) as u64;
+                trainer.state.config.token_budget = steps * trainer.config().tokens_per_step();
+                println!(
+                    "schedule: {} steps ({per_step:.3}s/step)",
+                    trainer.config().total_steps()
+                );
+            }
+            if s.step.is_multiple_of(50) {
+                println!(
+                    "step {} loss(ema) {:.4} lr {:.2e} tokens {} {:.0}s ({:.0} tok/s)",
+                    s.step,
+                    ema.unwrap(),
+                    s.lr,
+                    s.tokens_seen,
+                    el,
+                    s.tokens_seen as f64 / el
+                );
+            }
+            let over_time = fixed_steps.is_none() && el > budget_s * 1.05;
+            if (s.step > 25 && trainer.done()) || over_time {
+                break;
+            }
+        }
+        trainer.save(&out.join("checkpoint"))?;
+        tok.save(&out.join("checkpoint").join("tokenizer.json"))?;
+    }
+    let train_s = t_train.elapsed().as_secs_f64();
+    let (sft_steps, sft_tokens) = (trainer.state.step, trainer.state.tokens_seen);
+    println!("\nsupervised: {train_s:.0}s, {sft_steps} steps, {sft_tokens} tokens");
+    let (sft_rows, mut examples) = evaluate(&trainer.model.valid(), &eval.records, &tok, &opts)?;
+
+    // ---- optional GRPO on fresh problems (--rl-steps N): rewards are process-verified correctness
+    let rl_steps: usize = get("rl-steps", "0").parse().context("--rl-steps")?;
+    let mut rl_report = serde_json::Value::Null;
+    if rl_steps > 0 {
+        let prompts_per_step: usize = get("rl-prompts", "16").parse().context("--rl-prompts")?;
+        let group: usize = get("rl-group", "8").parse().context("--rl-group")?;
+        let rl_lr: f64 = get("rl-lr", "1e-4").parse().context("--rl-lr")?;
+        let temperature: f64 = get("rl-temperature", "1.0")
+            .parse()
+            .context("--rl-temperature")?;
+        ensure!(
+            group >= 2,
+            "--rl-group: GRPO needs at least 2 samples per problem"
+        );
+        let rl_problems = build_corpus(
+            &task_cfg,
+            &CorpusSpec {
+                name: "rl".into(),
+                seed: 70_000 + seed,
+                budget: Budget::Records((rl_steps * prompts_per_step) as u64),
+                ..spec.clone()
+            },
+            &exclude,
+        )?;
+        let t_rl = Instant::now();
+        let rl_tc = TrainConfig {
+            seq_len: 1,
+            batch_size: 1,
+            token_budget: u64::MAX / 2,
+            lr: rl_lr,
+            min_lr: rl_lr,
+            warmup_frac: 0.0,
+            weight_decay: 0.0,
+            seed,
+            ..TrainConfig::default()
+        };
+        let mut rl = Trainer::<Autodiff<Cpu>>::new(
+            trainer.model.clone(),
+            cfg.clone(),
+            rl_tc,
+            PackedData::new(vec![vec![EOS_ID]], LossOn::All, Packing::Whole, 1, 0, false),
+            device,
+        );
+        let mut rng = Rng::new(seed ^ 0x5EED_6E90);
+        let sample_cfg = SampleConfig {
+            temperature,
+            stop_tokens: vec![lm::tokenizer::ANSWER_END_ID, EOS_ID],
+            ..SampleConfig::greedy(320)
+        };
+        let mut curve = vec![];
+        for (i, problems) in rl_problems.records.chunks(prompts_per_step).enumerate() {
+            let prompts: Vec<Vec<u32>> = problems
+                .iter()
+                .map(|r| tok.encode(&r.prompt()))
+                .collect::<Result<_>>()?;
+            let repeated: Vec<Vec<u32>> = prompts
+                .iter()
+                .flat_map(|p| std::iter::repeat_n(p.clone(), group))
+                .collect();
+            let samples = generate(&rl.model.valid(), &repeated, &sample_cfg, &mut rng);
+            let mut rewards = Vec::with_capacity(samples.len());
+            for (k, smp) in samples.iter().enumerate() {
+                let r = &problems[k / group];
+                let gold = GoldGraph::from_solution(&r.solution)?;
+                rewards.push(score(&gold, &tok.decode(&smp.tokens)?, &opts).verified as u32 as f32);
+            }
+            // Group-relative advantage (reward minus its group's mean; no std division, as Dr. GRPO), the
+            // same for every token of a completion; the loss is a token-level mean over all completions.
+            let mut rows = vec![];
+            for (k, smp) in samples.iter().enumerate() {
+                let g = &rewards[k / group * group..][..group];
+                let adv = rewards[k] - g.iter().sum::<f32>() / group as f32;
+                if adv != 0.0 {
+                    rows.push((&repeated[k], &smp.tokens, adv));
+                }
+            }
+            let completion_tokens: usize = samples.iter().map(|s| s.tokens.len()).sum();
+            let mean_reward = rewards.iter().sum::<f32>() / rewards.len() as f32;
+            curve.push(mean_reward);
+            if !rows.is_empty() {
+                let batch = advantage_batch(&rows);
+                rl.step_on(&batch, completion_tokens as f64);
+            }
+            if (i + 1) % 10 == 0 {
+                let recent = &curve[curve.len().saturating_sub(10)..];
+                println!(
+                    "rl step {} reward(last 10) {:.3} {:.0}s",
+                    i + 1,
+                    recent.iter().sum::<f32>() / recent.len() as f32,
+                    t_rl.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let rl_s = t_rl.elapsed().as_secs_f64();
+        rl.save(&out.join("checkpoint-rl"))?;
+        tok.save(&out.join("checkpoint-rl").join("tokenizer.json"))?;
+        println!("\nrl: {rl_s:.0}s, {} steps", curve.len());
+        let (rl_rows, rl_examples) = evaluate(&rl.model.valid(), &eval.records, &tok, &opts)?;
+        examples = rl_examples;
+        rl_report = serde_json::json!({
+            "seconds": rl_s, "steps": curve.len(), "prompts_per_step": prompts_per_step, "group": group,
+            "lr": rl_lr, "temperature": temperature, "mean_reward_per_step": curve, "per_op": rl_rows,
+        });
+    }
+
+    let mut jsonl = String::new();
+    for e in &examples {
+        jsonl += &(e.to_string() + "\n");
+    }
+    std::fs::write(out.join("completions.jsonl"), jsonl)?;
+    examples.truncate(6);
+    let report = serde_json::json!({
+        "args": a, "train_seconds": train_s, "steps": sft_steps, "tokens_seen": sft_tokens,
+        "final_loss_ema": ema, "vocab": cfg.vocab_size, "params": cfg.num_params(), "model": cfg,
+        "per_op": sft_rows, "rl": rl_report, "total_seconds": t_start.elapsed().as_secs_f64(),
+        "examples": examples,
+    });
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    println!("total {:.0}s", t_start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Greedy-decodes every held-out problem and verifies it: prints and returns the per-op rows
+/// (answer accuracy / verified) and every completion.
+fn evaluate(
+    model: &Qwen2<Cpu>,
+    records: &[task::dataset::Record],
+    tok: &Tokenizer,
+    opts: &VerifyOptions,
+) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>)> {
     let mut per_op: BTreeMap<u32, (u32, u32, u32)> = BTreeMap::new(); // n, answer ok, verified
-    let t_eval = Instant::now();
     let mut rng = Rng::new(0);
     let mut examples = vec![];
-    for chunk in eval.records.chunks(64) {
+    for chunk in records.chunks(64) {
         let prompts: Vec<Vec<u32>> = chunk
             .iter()
             .map(|r| tok.encode(&r.prompt()))
             .collect::<Result<_>>()?;
         let outs = generate(
-            &model,
+            model,
             &prompts,
             &SampleConfig {
                 stop_tokens: vec![lm::tokenizer::ANSWER_END_ID, EOS_ID],
@@ -253,7 +410,7 @@ fn main() -> Result<()> {
         for (r, o) in chunk.iter().zip(outs) {
             let completion = tok.decode(&o.tokens)?;
             let gold = GoldGraph::from_solution(&r.solution)?;
-            let sc = score(&gold, &completion, &opts);
+            let sc = score(&gold, &completion, opts);
             let e = per_op.entry(r.op).or_default();
             e.0 += 1;
             e.1 += sc.outcome as u32;
@@ -261,12 +418,6 @@ fn main() -> Result<()> {
             examples.push(serde_json::json!({"op": r.op, "prompt": r.prompt(), "gold": r.solution, "completion": completion, "answer_ok": sc.outcome, "verified": sc.verified}));
         }
     }
-    println!(
-        "\ntrained {train_s:.0}s, {} steps, {} tokens; eval {:.0}s",
-        trainer.state.step,
-        trainer.state.tokens_seen,
-        t_eval.elapsed().as_secs_f64()
-    );
     println!("| op | n | answer acc | verified |\n|---|---|---|---|");
     let mut rows = vec![];
     for (op, (n, ok, ver)) in &per_op {
@@ -277,20 +428,38 @@ fn main() -> Result<()> {
         );
         rows.push(serde_json::json!({"op": op, "n": n, "answer_acc": *ok as f64 / *n as f64, "verified": *ver as f64 / *n as f64}));
     }
-    let mut jsonl = String::new();
-    for e in &examples {
-        jsonl += &(e.to_string() + "\n");
+    Ok((rows, examples))
+}
+
+/// One right-padded row per (prompt, completion, advantage): the loss weight of every completion token is
+/// the advantage, prompt and padding weigh 0.
+fn advantage_batch(rows: &[(&Vec<u32>, &Vec<u32>, f32)]) -> Batch {
+    let t = rows
+        .iter()
+        .map(|(p, c, _)| p.len() + c.len() - 1)
+        .max()
+        .unwrap_or(1);
+    let mut b = Batch {
+        rows: rows.len(),
+        seq_len: t,
+        inputs: vec![],
+        targets: vec![],
+        weights: vec![],
+    };
+    for (prompt, completion, adv) in rows {
+        let ids: Vec<i32> = prompt
+            .iter()
+            .chain(completion.iter())
+            .map(|&x| x as i32)
+            .collect();
+        let n = ids.len() - 1;
+        b.inputs.extend(&ids[..n]);
+        b.targets.extend(&ids[1..]);
+        b.weights
+            .extend((0..n).map(|i| if i + 1 >= prompt.len() { *adv } else { 0.0 }));
+        b.inputs.extend(std::iter::repeat_n(PAD_ID as i32, t - n));
+        b.targets.extend(std::iter::repeat_n(PAD_ID as i32, t - n));
+        b.weights.extend(std::iter::repeat_n(0.0, t - n));
     }
-    std::fs::write(out.join("completions.jsonl"), jsonl)?;
-    examples.truncate(6);
-    let report = serde_json::json!({
-        "args": a, "train_seconds": train_s, "steps": trainer.state.step, "tokens_seen": trainer.state.tokens_seen,
-        "final_loss_ema": ema, "vocab": cfg.vocab_size, "params": cfg.num_params(), "model": cfg,
-        "per_op": rows, "examples": examples,
-    });
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    Ok(())
+    b
 }
