@@ -303,12 +303,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let (nll, grads) = if host_backend::<B::InnerBackend>() {
             let host = HostModel::new(&self.model_config, self.model.to_host(&self.model_config));
             let (nll, gs) = self.host_ws.loss_and_grads(&host, batch, denom, false);
-            let grads = Qwen2::<B>::param_shapes(&self.model_config)
-                .into_iter()
-                .zip(gs)
-                .map(|((_, shape), g)| Tensor::from_data(TensorData::new(g, shape), &self.device))
-                .collect();
-            (nll, grads)
+            (nll, self.host_grads_to_tensors(gs))
         } else {
             shard_grads(&self.model, batch, denom, false, &self.device)
         };
@@ -387,12 +382,16 @@ impl<B: AutodiffBackend> Trainer<B> {
                 }
             }
         }
-        let grads = Qwen2::<B>::param_shapes(&self.model_config)
+        (self.host_grads_to_tensors(acc), loss_sum)
+    }
+
+    /// Host gradients (canonical order) as tensors shaped like the parameters.
+    fn host_grads_to_tensors(&self, gs: Vec<Vec<f32>>) -> Vec<Tensor<B::InnerBackend, 2>> {
+        Qwen2::<B>::param_shapes(&self.model_config)
             .into_iter()
-            .zip(acc)
+            .zip(gs)
             .map(|((_, shape), g)| Tensor::from_data(TensorData::new(g, shape), &self.device))
-            .collect();
-        (grads, loss_sum)
+            .collect()
     }
 
     /// Summed gradients of all micro-batches and the summed loss through burn autodiff, with `dp`
