@@ -2,6 +2,7 @@
 //!
 //!     cargo run --release -p lm --bin lm-cli -- export-tiny DIR     # random tiny checkpoint + our logits
 //!     cargo run --release -p lm --bin lm-cli -- bench [--device cpu|cpu-flex|cpu-ndarray|cuda] [--json FILE]
+//!     cargo run --release -p lm --features cuda --bin lm-cli -- device-check --device cuda  # CPU vs GPU
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -14,6 +15,9 @@ fn main() -> Result<()> {
             lm::export::export_tiny(&PathBuf::from(dir))
         }
         Some("bench") => lm::bench::main(&args[1..]),
-        _ => bail!("usage: lm-cli export-tiny DIR | lm-cli bench [--device D] [--json FILE]"),
+        Some("device-check") => lm::bench::device_check(&args[1..]),
+        _ => bail!(
+            "usage: lm-cli export-tiny DIR | lm-cli bench [--device D] [--json FILE] | lm-cli device-check [--device D]"
+        ),
     }
 }
