@@ -142,7 +142,14 @@ fn main() -> Result<()> {
     );
 
     // ---- tokenizer + model
-    let tok = Tokenizer::train(tok_kind, texts.iter())?;
+    // With --init the checkpoint's own tokenizer: one retrained on another mixture could number words differently.
+    let tok = match a.get("init") {
+        Some(dir) => {
+            let path = PathBuf::from(dir).join("tokenizer.json");
+            Tokenizer::from_file(&path).with_context(|| format!("--init: {}", path.display()))?
+        }
+        None => Tokenizer::train(tok_kind, texts.iter())?,
+    };
     tok.save(&out.join("tokenizer.json"))?;
     let docs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect::<Result<_>>()?;
     let n_tokens: usize = docs.iter().map(Vec::len).sum();
