@@ -12,7 +12,7 @@
 //!   word|word+names|bpe:N [word]
 //! * training: --loss-on solution|all [solution], --packing whole|stream [whole], --document-mask
 //!   true|false [true] (attention inside each packed document), --seq-len N [512], --batch N [2], --lr X
-//!   [2e-3] (cosine to lr/10 after 3 % warm-up), --minutes X [13.5], --steps N (a fixed schedule instead of
+//!   [2e-3] (cosine to --min-lr [lr/10] after 3 % warm-up), --minutes X [13.5], --steps N (a fixed schedule instead of
 //!   one sized to the wall time from the speed of the first steps: comparable runs on a busy machine),
 //!   --seed N [0], --out DIR [learn-out], --init DIR (skip training: start from this checkpoint)
 //! * GRPO after training (off by default; it did not help, see the README): --rl-steps N [0], --rl-prompts N
@@ -40,6 +40,35 @@ use task::dataset::{
 use task::verify::{GoldGraph, VerifyOptions, score};
 use task::{Context, Mode, TaskConfig};
 
+const FLAGS: &[&str] = &[
+    "task-preset",
+    "task-set",
+    "ops",
+    "op-weights",
+    "records",
+    "eval-per-op",
+    "model",
+    "model-set",
+    "tokenizer",
+    "loss-on",
+    "packing",
+    "document-mask",
+    "seq-len",
+    "batch",
+    "lr",
+    "min-lr",
+    "minutes",
+    "steps",
+    "seed",
+    "out",
+    "init",
+    "rl-steps",
+    "rl-prompts",
+    "rl-group",
+    "rl-lr",
+    "rl-temperature",
+];
+
 fn main() -> Result<()> {
     let mut a: BTreeMap<String, String> = BTreeMap::new();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,6 +79,11 @@ fn main() -> Result<()> {
         let k = k
             .strip_prefix("--")
             .with_context(|| format!("expected a --flag, got `{k}`"))?;
+        ensure!(
+            FLAGS.contains(&k),
+            "unknown flag `--{k}`; the flags are --{}",
+            FLAGS.join(", --")
+        );
         a.insert(k.to_string(), v.clone());
     }
     let get = |k: &str, d: &str| a.get(k).cloned().unwrap_or_else(|| d.to_string());
@@ -69,16 +103,20 @@ fn main() -> Result<()> {
         .context("--ops")?;
     let records: u64 = get("records", "140000").parse().context("--records")?;
     let eval_per_op: u64 = get("eval-per-op", "150").parse().context("--eval-per-op")?;
-    let tok_kind: TokenizerKind = get("tokenizer", "word").parse()?;
-    let loss_on: LossOn = get("loss-on", "solution").parse()?;
-    let packing: Packing = get("packing", "whole").parse()?;
+    let tok_kind: TokenizerKind = get("tokenizer", "word").parse().context("--tokenizer")?;
+    let loss_on: LossOn = get("loss-on", "solution").parse().context("--loss-on")?;
+    let packing: Packing = get("packing", "whole").parse().context("--packing")?;
     let document_mask: bool = get("document-mask", "true")
         .parse()
         .context("--document-mask: expected true or false")?;
-    let seq_len: usize = get("seq-len", "512").parse()?;
-    let batch: usize = get("batch", "2").parse()?;
-    let lr: f64 = get("lr", "2e-3").parse()?;
-    let minutes: f64 = get("minutes", "13.5").parse()?;
+    let seq_len: usize = get("seq-len", "512").parse().context("--seq-len")?;
+    let batch: usize = get("batch", "2").parse().context("--batch")?;
+    let lr: f64 = get("lr", "2e-3").parse().context("--lr")?;
+    let min_lr: f64 = match a.get("min-lr") {
+        Some(x) => x.parse().context("--min-lr")?,
+        None => lr / 10.0,
+    };
+    let minutes: f64 = get("minutes", "13.5").parse().context("--minutes")?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
     let fixed_steps: Option<u64> = a
@@ -86,7 +124,19 @@ fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()
         .context("--steps")?;
-    let seed: u64 = get("seed", "0").parse()?;
+    let seed: u64 = get("seed", "0").parse().context("--seed")?;
+    // GRPO flags are read here, before anything runs, so that a bad value fails at once.
+    let rl_steps: usize = get("rl-steps", "0").parse().context("--rl-steps")?;
+    let prompts_per_step: usize = get("rl-prompts", "16").parse().context("--rl-prompts")?;
+    let group: usize = get("rl-group", "8").parse().context("--rl-group")?;
+    let rl_lr: f64 = get("rl-lr", "1e-4").parse().context("--rl-lr")?;
+    let temperature: f64 = get("rl-temperature", "1.0")
+        .parse()
+        .context("--rl-temperature")?;
+    ensure!(
+        group >= 2,
+        "--rl-group: GRPO needs at least 2 samples per problem"
+    );
     let out = PathBuf::from(get("out", "learn-out"));
     std::fs::create_dir_all(&out)?;
     let t_start = Instant::now();
@@ -183,7 +233,7 @@ fn main() -> Result<()> {
         // Sized below from measured speed unless --steps fixes it.
         token_budget: fixed_steps.map_or(u64::MAX / 2, |n| n * (seq_len * batch) as u64),
         lr,
-        min_lr: lr / 10.0,
+        min_lr,
         warmup_frac: 0.03,
         weight_decay: 0.1,
         beta1: 0.9,
@@ -252,7 +302,9 @@ fn main() -> Result<()> {
                 );
             }
             let over_time = fixed_steps.is_none() && el > budget_s * 1.05;
-            if (s.step > 25 && trainer.done()) || over_time {
+            // A wall-time schedule is only sized at step 25; a fixed one may be shorter.
+            let sized = fixed_steps.is_some() || s.step > 25;
+            if (sized && trainer.done()) || over_time {
                 break;
             }
         }
@@ -265,19 +317,8 @@ fn main() -> Result<()> {
     let (sft_rows, mut examples) = evaluate(&trainer.model.valid(), &eval.records, &tok, &opts)?;
 
     // ---- optional GRPO on fresh problems (--rl-steps N): rewards are process-verified correctness
-    let rl_steps: usize = get("rl-steps", "0").parse().context("--rl-steps")?;
     let mut rl_report = serde_json::Value::Null;
     if rl_steps > 0 {
-        let prompts_per_step: usize = get("rl-prompts", "16").parse().context("--rl-prompts")?;
-        let group: usize = get("rl-group", "8").parse().context("--rl-group")?;
-        let rl_lr: f64 = get("rl-lr", "1e-4").parse().context("--rl-lr")?;
-        let temperature: f64 = get("rl-temperature", "1.0")
-            .parse()
-            .context("--rl-temperature")?;
-        ensure!(
-            group >= 2,
-            "--rl-group: GRPO needs at least 2 samples per problem"
-        );
         let rl_problems = build_corpus(
             &task_cfg,
             &CorpusSpec {

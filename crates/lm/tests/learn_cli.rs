@@ -1,0 +1,66 @@
+//! The `learn` binary end to end: flag errors, and a tiny run that writes its report and checkpoint.
+
+use std::process::Command;
+
+fn learn() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_learn"))
+}
+
+#[test]
+fn unknown_flag_is_named_in_the_error() {
+    let out = learn().args(["--lrr", "1e-3"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown flag `--lrr`"), "{err}");
+    assert!(err.contains("--min-lr"), "the error lists the flags: {err}");
+}
+
+#[test]
+fn bad_value_names_its_flag() {
+    let out = learn().args(["--rl-steps", "many"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--rl-steps"), "{err}");
+}
+
+#[test]
+fn tiny_run_writes_report_checkpoint_and_completions() {
+    let dir = std::env::temp_dir().join(format!("lm-learn-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = learn()
+        .args(["--out", dir.to_str().unwrap()])
+        .args([
+            "--model",
+            "tiny-test",
+            "--records",
+            "200",
+            "--eval-per-op",
+            "3",
+        ])
+        .args(["--steps", "4", "--seq-len", "256", "--min-lr", "1e-4"])
+        .args(["--rl-steps", "1", "--rl-prompts", "2", "--rl-group", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["steps"], 4);
+    let per_op = report["per_op"].as_array().unwrap();
+    assert_eq!(
+        per_op
+            .iter()
+            .map(|r| r["op"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [2, 3, 4]
+    );
+    assert!(per_op.iter().all(|r| r["n"] == 3));
+    assert!(dir.join("checkpoint/model.safetensors").exists());
+    assert!(dir.join("checkpoint/tokenizer.json").exists());
+    let completions = std::fs::read_to_string(dir.join("completions.jsonl")).unwrap();
+    assert_eq!(completions.lines().count(), 9);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
