@@ -11,8 +11,8 @@
 //! * model: --model PRESET [tiny-1m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
 //!   word|word+names|bpe:N [word]
 //! * training: --loss-on solution|all [solution], --packing whole|stream [whole], --document-mask
-//!   true|false [true] (attention inside each packed document), --seq-len N [512], --batch N [2], --lr X
-//!   [2e-3] (cosine to --min-lr [lr/10] after 3 % warm-up), --minutes X [13.5], --steps N (a fixed schedule instead of
+//!   true|false [true] (attention inside each packed document), --seq-len N [512], --batch N [1], --lr X
+//!   [1e-3] (cosine to --min-lr [lr/10] after 3 % warm-up), --minutes X [13], --steps N (a fixed schedule instead of
 //!   one sized to the wall time from the speed of the first steps: comparable runs on a busy machine),
 //!   --seed N [0], --out DIR [learn-out], --init DIR (skip training: start from this checkpoint)
 //! * GRPO after training (off by default; it did not help, see the README): --rl-steps N [0], --rl-prompts N
@@ -110,13 +110,13 @@ fn main() -> Result<()> {
         .parse()
         .context("--document-mask: expected true or false")?;
     let seq_len: usize = get("seq-len", "512").parse().context("--seq-len")?;
-    let batch: usize = get("batch", "2").parse().context("--batch")?;
-    let lr: f64 = get("lr", "2e-3").parse().context("--lr")?;
+    let batch: usize = get("batch", "1").parse().context("--batch")?;
+    let lr: f64 = get("lr", "1e-3").parse().context("--lr")?;
     let min_lr: f64 = match a.get("min-lr") {
         Some(x) => x.parse().context("--min-lr")?,
         None => lr / 10.0,
     };
-    let minutes: f64 = get("minutes", "13.5").parse().context("--minutes")?;
+    let minutes: f64 = get("minutes", "13").parse().context("--minutes")?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
     let fixed_steps: Option<u64> = a
@@ -271,24 +271,32 @@ fn main() -> Result<()> {
         println!("supervised stage skipped: model from {dir}");
     } else {
         let budget_s = minutes * 60.0;
-        let mut t_step5 = 0.0;
+        // The wall-time schedule is sized twice: from the speed of steps 6-25 (so the warm-up starts at once),
+        // then again from steps 101-300, when the first steps' slowness (allocation, thread start) no longer
+        // skews it: sized from steps 6-25 alone, a 13-minute schedule had ~20 % too few steps.
+        let sizing = [(5usize, 25usize), (100, 300)];
+        let mut t_from = 0.0;
         loop {
             let s = trainer.step();
             ema = Some(ema.map_or(s.loss, |e: f64| 0.98 * e + 0.02 * s.loss));
             let el = t_train.elapsed().as_secs_f64();
-            if s.step == 5 {
-                t_step5 = el;
-            }
-            if s.step == 25 && fixed_steps.is_none() {
-                // Size the cosine schedule to the time budget from the speed of steps 6-25 (the first steps are
-                // slower: buffers are allocated, threads start).
-                let per_step = (el - t_step5) / 20.0;
-                let steps = 25 + ((budget_s - el) / per_step).max(0.0) as u64;
-                trainer.state.config.token_budget = steps * trainer.config().tokens_per_step();
-                println!(
-                    "schedule: {} steps ({per_step:.3}s/step)",
-                    trainer.config().total_steps()
-                );
+            for &(from, to) in &sizing {
+                if fixed_steps.is_some() {
+                    break;
+                }
+                if s.step == from {
+                    t_from = el;
+                }
+                if s.step == to {
+                    let per_step = (el - t_from) / (to - from) as f64;
+                    let steps = (to + ((budget_s - el) / per_step).max(0.0) as usize) as u64;
+                    trainer.state.config.token_budget = steps * trainer.config().tokens_per_step();
+                    println!(
+                        "schedule: {} steps ({per_step:.4}s/step over steps {}-{to})",
+                        trainer.config().total_steps(),
+                        from + 1
+                    );
+                }
             }
             if s.step.is_multiple_of(50) {
                 println!(
