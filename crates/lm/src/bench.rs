@@ -261,18 +261,15 @@ pub fn device_check(args: &[String]) -> Result<()> {
     }
     let cpu = DeviceSpec::Cpu.run(Probe(&cfg))?;
     let dev = device.run(Probe(&cfg))?;
-    let logit_diff = cpu
-        .logits
-        .iter()
-        .zip(&dev.logits)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let loss_diff = cpu
-        .losses
-        .iter()
-        .zip(&dev.losses)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f64, f64::max);
+    let max_abs_diff = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f64::max)
+    };
+    let widen = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    let logit_diff = max_abs_diff(&widen(&cpu.logits), &widen(&dev.logits));
+    let loss_diff = max_abs_diff(&cpu.losses, &dev.losses);
     let same_tokens = cpu
         .greedy
         .iter()
@@ -329,11 +326,8 @@ fn probe<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device) -> ProbeResul
         &model.valid(),
         &prompts,
         &SampleConfig {
-            max_new_tokens: 24,
-            temperature: 0.0,
-            top_k: 0,
-            top_p: 1.0,
             stop_tokens: vec![],
+            ..SampleConfig::greedy(24)
         },
         &mut Rng::new(1),
     )

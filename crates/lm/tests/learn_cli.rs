@@ -6,20 +6,23 @@ fn learn() -> Command {
     Command::new(env!("CARGO_BIN_EXE_learn"))
 }
 
+/// Runs `learn` with `args`, asserts that it fails, and returns its stderr.
+fn failure(args: &[&str]) -> String {
+    let out = learn().args(args).output().unwrap();
+    assert!(!out.status.success(), "learn {args:?} succeeded");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn unknown_flag_is_named_in_the_error() {
-    let out = learn().args(["--lrr", "1e-3"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&["--lrr", "1e-3"]);
     assert!(err.contains("unknown flag `--lrr`"), "{err}");
     assert!(err.contains("--min-lr"), "the error lists the flags: {err}");
 }
 
 #[test]
 fn bad_value_names_its_flag() {
-    let out = learn().args(["--rl-steps", "many"]).output().unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = failure(&["--rl-steps", "many"]);
     assert!(err.contains("--rl-steps"), "{err}");
 }
 

@@ -69,6 +69,17 @@ const FLAGS: &[&str] = &[
     "rl-temperature",
 ];
 
+/// The value of `--k` (or `default`) parsed as `T`; a parse error names the flag.
+fn flag<T: std::str::FromStr>(a: &BTreeMap<String, String>, k: &str, default: &str) -> Result<T>
+where
+    T::Err: Into<anyhow::Error>,
+{
+    let v = a.get(k).map_or(default, String::as_str);
+    v.parse()
+        .map_err(Into::into)
+        .with_context(|| format!("--{k}"))
+}
+
 fn main() -> Result<()> {
     let mut a: BTreeMap<String, String> = BTreeMap::new();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -101,22 +112,19 @@ fn main() -> Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()
         .context("--ops")?;
-    let records: u64 = get("records", "140000").parse().context("--records")?;
-    let eval_per_op: u64 = get("eval-per-op", "150").parse().context("--eval-per-op")?;
-    let tok_kind: TokenizerKind = get("tokenizer", "word").parse().context("--tokenizer")?;
-    let loss_on: LossOn = get("loss-on", "solution").parse().context("--loss-on")?;
-    let packing: Packing = get("packing", "whole").parse().context("--packing")?;
+    let records: u64 = flag(&a, "records", "140000")?;
+    let eval_per_op: u64 = flag(&a, "eval-per-op", "150")?;
+    let tok_kind: TokenizerKind = flag(&a, "tokenizer", "word")?;
+    let loss_on: LossOn = flag(&a, "loss-on", "solution")?;
+    let packing: Packing = flag(&a, "packing", "whole")?;
     let document_mask: bool = get("document-mask", "true")
         .parse()
         .context("--document-mask: expected true or false")?;
-    let seq_len: usize = get("seq-len", "512").parse().context("--seq-len")?;
-    let batch: usize = get("batch", "1").parse().context("--batch")?;
-    let lr: f64 = get("lr", "1e-3").parse().context("--lr")?;
-    let min_lr: f64 = match a.get("min-lr") {
-        Some(x) => x.parse().context("--min-lr")?,
-        None => lr / 10.0,
-    };
-    let minutes: f64 = get("minutes", "13").parse().context("--minutes")?;
+    let seq_len: usize = flag(&a, "seq-len", "512")?;
+    let batch: usize = flag(&a, "batch", "1")?;
+    let lr: f64 = flag(&a, "lr", "1e-3")?;
+    let min_lr: f64 = flag(&a, "min-lr", &(lr / 10.0).to_string())?;
+    let minutes: f64 = flag(&a, "minutes", "13")?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
     let fixed_steps: Option<u64> = a
@@ -124,15 +132,13 @@ fn main() -> Result<()> {
         .map(|s| s.parse())
         .transpose()
         .context("--steps")?;
-    let seed: u64 = get("seed", "0").parse().context("--seed")?;
+    let seed: u64 = flag(&a, "seed", "0")?;
     // GRPO flags are read here, before anything runs, so that a bad value fails at once.
-    let rl_steps: usize = get("rl-steps", "0").parse().context("--rl-steps")?;
-    let prompts_per_step: usize = get("rl-prompts", "16").parse().context("--rl-prompts")?;
-    let group: usize = get("rl-group", "8").parse().context("--rl-group")?;
-    let rl_lr: f64 = get("rl-lr", "1e-4").parse().context("--rl-lr")?;
-    let temperature: f64 = get("rl-temperature", "1.0")
-        .parse()
-        .context("--rl-temperature")?;
+    let rl_steps: usize = flag(&a, "rl-steps", "0")?;
+    let prompts_per_step: usize = flag(&a, "rl-prompts", "16")?;
+    let group: usize = flag(&a, "rl-group", "8")?;
+    let rl_lr: f64 = flag(&a, "rl-lr", "1e-4")?;
+    let temperature: f64 = flag(&a, "rl-temperature", "1.0")?;
     ensure!(
         group >= 2,
         "--rl-group: GRPO needs at least 2 samples per problem"
@@ -280,10 +286,7 @@ fn main() -> Result<()> {
             let s = trainer.step();
             ema = Some(ema.map_or(s.loss, |e: f64| 0.98 * e + 0.02 * s.loss));
             let el = t_train.elapsed().as_secs_f64();
-            for &(from, to) in &sizing {
-                if fixed_steps.is_some() {
-                    break;
-                }
+            for &(from, to) in sizing.iter().filter(|_| fixed_steps.is_none()) {
                 if s.step == from {
                     t_from = el;
                 }
@@ -310,8 +313,8 @@ fn main() -> Result<()> {
                 );
             }
             let over_time = fixed_steps.is_none() && el > budget_s * 1.05;
-            // A wall-time schedule is only sized at step 25; a fixed one may be shorter.
-            let sized = fixed_steps.is_some() || s.step > 25;
+            // A wall-time schedule has no length before its first sizing; a fixed one may be shorter.
+            let sized = fixed_steps.is_some() || s.step > sizing[0].1;
             if (sized && trainer.done()) || over_time {
                 break;
             }
