@@ -147,6 +147,8 @@ pub struct PackedData {
     stream_epoch: Option<u64>,
     /// `Whole` packing: each block's (document, first token) pieces, fixed for the run; epochs shuffle blocks.
     bins: Vec<Vec<(usize, usize)>>,
+    /// Loss weight of the tokens that `loss_on` leaves out (prompt tokens under `Solution`); padding weighs 0.
+    off_weight: f32,
     pub cursor: Cursor,
 }
 
@@ -181,8 +183,16 @@ impl PackedData {
             stream: vec![],
             stream_epoch: None,
             bins: vec![],
+            off_weight: 0.0,
             cursor: Cursor { epoch: 0, block: 0 },
         }
+    }
+
+    /// Gives the tokens outside the loss mask (the prompt, under [`LossOn::Solution`]) loss weight `w`
+    /// instead of 0: an auxiliary signal from predicting the problem text. Padding stays at 0.
+    pub fn with_off_weight(mut self, w: f32) -> Self {
+        self.off_weight = w;
+        self
     }
 
     pub fn num_tokens(&self) -> usize {
@@ -282,8 +292,12 @@ impl PackedData {
             let block = &self.stream[start..start + t + 1];
             b.inputs.extend(block[..t].iter().map(|x| x.0 as i32));
             b.targets.extend(block[1..].iter().map(|x| x.0 as i32));
-            b.weights
-                .extend(block[1..].iter().map(|x| if x.1 { 1.0 } else { 0.0 }));
+            let off = self.off_weight;
+            b.weights.extend(block[1..].iter().map(|x| match x {
+                (_, true) => 1.0,
+                (PAD_ID, false) => 0.0,
+                (_, false) => off,
+            }));
             self.cursor.block += 1;
         }
         b
@@ -343,6 +357,20 @@ mod tests {
             ]
         );
         assert!(loss_flags(&ids, LossOn::All).iter().all(|&x| x));
+    }
+
+    #[test]
+    fn off_weight_weighs_the_prompt_and_never_the_padding() {
+        // <question> q </question> <solution> s </solution> <answer> a </answer> [EOS], then padding.
+        let doc = vec![4, 20, 5, 6, 21, 7, 8, 22, 9, 3];
+        let mut d = PackedData::new(vec![doc], LossOn::Solution, Packing::Whole, 13, 0, false)
+            .with_off_weight(0.25);
+        let b = d.next_batch(1);
+        // Targets: q </question> <solution> | s </solution> <answer> a </answer> [EOS] | PAD PAD PAD.
+        let want = [
+            0.25, 0.25, 0.25, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0,
+        ];
+        assert_eq!(b.weights, want);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 //! and the equation tail solves `a*x + b = v`. Samples where x cancels out (a = 0) or a product is not linear are
 //! rejected.
 
-use crate::config::{Letters, Mode, TaskConfig};
+use crate::config::{Letters, Mode, SolutionOrder, TaskConfig};
 use crate::context::{Context, ContextNames};
 use crate::rng::Rng;
 use anyhow::{bail, ensure};
@@ -1149,6 +1149,31 @@ fn render(
     let ar = Arith {
         modulus: cfg.modulus,
     };
+    // The problem's sentences: one per instance parameter of the structure graph (ascending), plus the
+    // reverse-mode statement of the query's value. `slot[i]` is sentence i's place in the problem: drawn here
+    // when the solution follows the problem's order, else by the shuffle at the end (the paper's draw order).
+    let inst_mask = if w.n_inst == 64 {
+        u64::MAX
+    } else {
+        (1u64 << w.n_inst) - 1
+    };
+    let mentioned: Vec<u8> = (0..w.n_inst as u8)
+        .filter(|p| (w.g & inst_mask) & bit(*p) != 0)
+        .collect();
+    let n_sentences = mentioned.len() + x.is_some() as usize;
+    let slot: Option<Vec<usize>> = match cfg.solution_order {
+        SolutionOrder::Generator => None,
+        SolutionOrder::Problem => {
+            let mut slot: Vec<usize> = (0..n_sentences).collect();
+            rng.shuffle(&mut slot);
+            let mut place = [usize::MAX; MAXP];
+            for (i, &p) in mentioned.iter().enumerate() {
+                place[p as usize] = slot[i];
+            }
+            problem_order(w, &place);
+            Some(slot)
+        }
+    };
     let mut letters = LetterPool::new(cfg.letters, x.is_some());
     let mut letter = [0u8; MAXP];
     let mut sol = String::with_capacity(64 + 90 * w.topo.len());
@@ -1352,16 +1377,8 @@ fn render(
     }
 
     // Problem text: one sentence per instance parameter, shuffled.
-    let mut sentences: Vec<String> = Vec::with_capacity(w.n_inst + 1);
-    let mut m = w.g
-        & if w.n_inst == 64 {
-            u64::MAX
-        } else {
-            (1u64 << w.n_inst) - 1
-        };
-    while m != 0 {
-        let p = m.trailing_zeros() as u8;
-        m &= m - 1;
+    let mut sentences: Vec<String> = Vec::with_capacity(n_sentences);
+    for &p in &mentioned {
         sentences.push(sentence(cfg, rng, w, p, x));
     }
     if x.is_some() {
@@ -1371,7 +1388,16 @@ fn render(
         let _ = write!(s, " equals {}", w.num[query as usize]);
         sentences.push(s);
     }
-    rng.shuffle(&mut sentences);
+    match slot {
+        None => rng.shuffle(&mut sentences),
+        Some(slot) => {
+            let mut placed = vec![String::new(); n_sentences];
+            for (s, k) in sentences.into_iter().zip(slot) {
+                placed[k] = s;
+            }
+            sentences = placed;
+        }
+    }
     let mut problem = String::with_capacity(sentences.iter().map(|s| s.len() + 2).sum());
     for (i, s) in sentences.iter().enumerate() {
         if i > 0 {
@@ -1402,6 +1428,53 @@ fn render(
         gold: Gold { nodes, answer },
         attempts: 0,
     })
+}
+
+/// Reorders the solution path `w.topo` (SolutionOrder::Problem): repeatedly takes, of the steps whose
+/// parents are all taken, the one whose sentence comes first in the problem (`place`, by parameter); steps
+/// without a sentence (totals) as soon as they are ready; the query stays last. A total's parts are summed in
+/// the order they were defined.
+fn problem_order(w: &mut Work, place: &[usize; MAXP]) {
+    let query = *w.topo.last().unwrap();
+    let on_path = w.topo.iter().fold(0u64, |m, &p| m | bit(p));
+    let mut rest: Vec<u8> = w.topo[..w.topo.len() - 1].to_vec();
+    let mut done = 0u64;
+    let mut order = Vec::with_capacity(w.topo.len());
+    while !rest.is_empty() {
+        let ready = |p: u8| {
+            w.parents(p)
+                .iter()
+                .all(|&q| q == RNG_NODE || on_path & bit(q) == 0 || done & bit(q) != 0)
+        };
+        let key = |p: u8| {
+            if w.is_abstract(p) {
+                0
+            } else {
+                place[p as usize].saturating_add(1)
+            }
+        };
+        let i = (0..rest.len())
+            .filter(|&i| ready(rest[i]))
+            .min_by_key(|&i| key(rest[i]))
+            .expect("the solution path is acyclic");
+        let p = rest.remove(i);
+        done |= bit(p);
+        order.push(p);
+    }
+    order.push(query);
+    // A total adds its parts in the order they were defined (the generator's parent order is arbitrary).
+    let mut pos = [usize::MAX; MAXP];
+    for (i, &p) in order.iter().enumerate() {
+        pos[p as usize] = i;
+    }
+    for &p in &order {
+        if w.params[p as usize].kind == Kind::Total {
+            let n = w.npar[p as usize] as usize;
+            w.par[p as usize][..n]
+                .sort_by_key(|&q| pos.get(q as usize).copied().unwrap_or(usize::MAX));
+        }
+    }
+    w.topo = order;
 }
 
 /// `generate_sentence`: "The number of P equals [c [plus|times]] [Q | the sum of Q and R | the difference between

@@ -197,6 +197,65 @@ fn cpu_preset_keeps_the_mechanics() {
     }
 }
 
+/// `SolutionOrder::Problem` (the cpu preset): each forward solution step is, of the steps whose parents are
+/// all defined, a total (no sentence of its own) if one is ready, else the one whose sentence comes first in
+/// the problem; the query is last; a total lists its parts in the order they were defined.
+#[test]
+fn cpu_preset_solution_follows_the_problem_order() {
+    let cfg = TaskConfig::cpu();
+    let (mut free_choices, mut paper_out_of_order) = (0, 0);
+    for op in 2..=12 {
+        for index in 0..20 {
+            let spec = ProblemSpec {
+                op,
+                context: Context::ALL[index as usize % 3],
+                mode: Mode::Forward,
+                d: 2,
+            };
+            let p = generate(&cfg, &spec, 11, index).unwrap();
+            let nodes = &p.gold.nodes;
+            let place = |name: &str| p.problem.find(&format!("The number of {name} equals"));
+            let ctx = || format!("{}\n{}", p.problem, p.solution);
+            for (i, n) in nodes.iter().enumerate() {
+                let defined = |name: &String| nodes[..i].iter().any(|m| &m.name == name);
+                if i + 1 < nodes.len() {
+                    let ready: Vec<&task::GoldNode> = nodes[i..nodes.len() - 1]
+                        .iter()
+                        .filter(|m| m.parents.iter().all(defined))
+                        .collect();
+                    free_choices += (ready.len() > 1) as u32;
+                    let key = |m: &task::GoldNode| place(&m.name).map_or(0, |k| k + 1);
+                    let first = ready.iter().map(|m| key(m)).min().unwrap();
+                    assert_eq!(key(n), first, "step {i} ({})\n{}", n.name, ctx());
+                }
+                if place(&n.name).is_none() {
+                    let at: Vec<usize> = n
+                        .parents
+                        .iter()
+                        .map(|q| nodes.iter().position(|m| &m.name == q).unwrap())
+                        .collect();
+                    assert!(at.is_sorted(), "parts of {}\n{}", n.name, ctx());
+                }
+            }
+            // The paper's order, same problem: the check above is not vacuous.
+            let paper = TaskConfig {
+                solution_order: task::SolutionOrder::Generator,
+                ..cfg.clone()
+            };
+            let q = generate(&paper, &spec, 11, index).unwrap();
+            let keys: Vec<usize> = q
+                .gold
+                .nodes
+                .iter()
+                .filter_map(|m| q.problem.find(&format!("The number of {} equals", m.name)))
+                .collect();
+            paper_out_of_order += !keys.is_sorted() as u32;
+        }
+    }
+    assert!(free_choices > 50, "{free_choices} steps with a choice");
+    assert!(paper_out_of_order > 20, "{paper_out_of_order}");
+}
+
 #[test]
 fn modulus_23() {
     let cfg = TaskConfig {

@@ -10,10 +10,13 @@
 //!   [140000], --eval-per-op N [150]
 //! * model: --model PRESET [tiny-1m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
 //!   word|word+names|bpe:N [word]
-//! * training: --loss-on solution|all [solution], --packing whole|stream [whole], --document-mask
+//! * training: --loss-on solution|all [solution], --prompt-loss-weight X [0] (loss weight of the tokens
+//!   --loss-on leaves out: an auxiliary signal from predicting the problem text), --packing whole|stream [whole], --document-mask
 //!   true|false [true] (attention inside each packed document), --seq-len N [512], --batch N [1], --lr X
-//!   [1e-3] (cosine to --min-lr [lr/10] after 3 % warm-up), --minutes X [13], --steps N (a fixed schedule instead of
+//!   [1e-3] (cosine to --min-lr [lr/10] after 3 % warm-up), --weight-decay X [0.1] (AdamW, matrices and
+//!   embeddings), --minutes X [13], --steps N (a fixed schedule instead of
 //!   one sized to the wall time from the speed of the first steps: comparable runs on a busy machine),
+//!   --ema-decay X [0] (also evaluate an exponential moving average of the weights, updated every 4 steps),
 //!   --seed N [0], --out DIR [learn-out], --init DIR (skip training: start from this checkpoint)
 //! * GRPO after training (off by default; it did not help, see the README): --rl-steps N [0], --rl-prompts N
 //!   [16] problems per step, --rl-group N [8] samples per problem, --rl-lr X [1e-4] (constant),
@@ -51,12 +54,15 @@ const FLAGS: &[&str] = &[
     "model-set",
     "tokenizer",
     "loss-on",
+    "prompt-loss-weight",
+    "ema-decay",
     "packing",
     "document-mask",
     "seq-len",
     "batch",
     "lr",
     "min-lr",
+    "weight-decay",
     "minutes",
     "steps",
     "seed",
@@ -116,6 +122,8 @@ fn main() -> Result<()> {
     let eval_per_op: u64 = flag(&a, "eval-per-op", "150")?;
     let tok_kind: TokenizerKind = flag(&a, "tokenizer", "word")?;
     let loss_on: LossOn = flag(&a, "loss-on", "solution")?;
+    let prompt_loss_weight: f32 = flag(&a, "prompt-loss-weight", "0")?;
+    let ema_decay: f64 = flag(&a, "ema-decay", "0")?;
     let packing: Packing = flag(&a, "packing", "whole")?;
     let document_mask: bool = get("document-mask", "true")
         .parse()
@@ -124,6 +132,7 @@ fn main() -> Result<()> {
     let batch: usize = flag(&a, "batch", "1")?;
     let lr: f64 = flag(&a, "lr", "1e-3")?;
     let min_lr: f64 = flag(&a, "min-lr", &(lr / 10.0).to_string())?;
+    let weight_decay: f64 = flag(&a, "weight-decay", "0.1")?;
     let minutes: f64 = flag(&a, "minutes", "13")?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
@@ -231,7 +240,8 @@ fn main() -> Result<()> {
         n_tokens as f64 / docs.len() as f64,
         cfg.num_params()
     );
-    let data = PackedData::new(docs, loss_on, packing, seq_len, seed, true);
+    let data = PackedData::new(docs, loss_on, packing, seq_len, seed, true)
+        .with_off_weight(prompt_loss_weight);
     let tc = TrainConfig {
         seq_len,
         batch_size: batch,
@@ -241,7 +251,7 @@ fn main() -> Result<()> {
         lr,
         min_lr,
         warmup_frac: 0.03,
-        weight_decay: 0.1,
+        weight_decay,
         beta1: 0.9,
         beta2: 0.95,
         loss_on,
@@ -267,6 +277,9 @@ fn main() -> Result<()> {
     // ---- supervised training for the wall-time budget (or from a checkpoint with --init)
     let t_train = Instant::now();
     let mut ema = None;
+    // Exponential moving average of the weights, updated every EMA_EVERY steps, evaluated beside the weights.
+    const EMA_EVERY: usize = 4;
+    let mut ema_params: Option<Vec<lm::model::HostParam>> = None;
     if let Some(dir) = a.get("init") {
         let (init_cfg, model) = load_model::<Autodiff<Cpu>>(&PathBuf::from(dir), &device)?;
         ensure!(
@@ -285,6 +298,20 @@ fn main() -> Result<()> {
         loop {
             let s = trainer.step();
             ema = Some(ema.map_or(s.loss, |e: f64| 0.98 * e + 0.02 * s.loss));
+            if ema_decay > 0.0 && s.step.is_multiple_of(EMA_EVERY) {
+                let now = trainer.model.to_host(&cfg);
+                let d = ema_decay.powi(EMA_EVERY as i32) as f32;
+                match &mut ema_params {
+                    None => ema_params = Some(now),
+                    Some(e) => {
+                        for (e, p) in e.iter_mut().zip(&now) {
+                            for (x, y) in e.2.iter_mut().zip(&p.2) {
+                                *x = d * *x + (1.0 - d) * y;
+                            }
+                        }
+                    }
+                }
+            }
             let el = t_train.elapsed().as_secs_f64();
             for &(from, to) in sizing.iter().filter(|_| fixed_steps.is_none()) {
                 if s.step == from {
@@ -326,6 +353,14 @@ fn main() -> Result<()> {
     let (sft_steps, sft_tokens) = (trainer.state.step, trainer.state.tokens_seen);
     println!("\nsupervised: {train_s:.0}s, {sft_steps} steps, {sft_tokens} tokens");
     let (sft_rows, mut examples) = evaluate(&trainer.model.valid(), &eval.records, &tok, &opts)?;
+    let ema_rows = match ema_params {
+        Some(p) => {
+            println!("EMA of the weights (decay {ema_decay}):");
+            let m = Qwen2::<Cpu>::from_host(&cfg, p, &device)?;
+            serde_json::to_value(evaluate(&m, &eval.records, &tok, &opts)?.0)?
+        }
+        None => serde_json::Value::Null,
+    };
 
     // ---- optional GRPO on fresh problems (--rl-steps N): rewards are process-verified correctness
     let mut rl_report = serde_json::Value::Null;
@@ -430,7 +465,7 @@ fn main() -> Result<()> {
     let report = serde_json::json!({
         "args": a, "train_seconds": train_s, "steps": sft_steps, "tokens_seen": sft_tokens,
         "final_loss_ema": ema, "vocab": cfg.vocab_size, "params": cfg.num_params(), "model": cfg,
-        "per_op": sft_rows, "rl": rl_report, "total_seconds": t_start.elapsed().as_secs_f64(),
+        "per_op": sft_rows, "ema_per_op": ema_rows, "rl": rl_report, "total_seconds": t_start.elapsed().as_secs_f64(),
         "examples": examples,
     });
     std::fs::write(
