@@ -56,6 +56,7 @@ const FLAGS: &[&str] = &[
     "loss-on",
     "prompt-loss-weight",
     "ema-decay",
+    "question-first",
     "packing",
     "document-mask",
     "seq-len",
@@ -125,6 +126,9 @@ fn main() -> Result<()> {
     let prompt_loss_weight: f32 = flag(&a, "prompt-loss-weight", "0")?;
     let ema_decay: f64 = flag(&a, "ema-decay", "0")?;
     let packing: Packing = flag(&a, "packing", "whole")?;
+    let question_first: bool = get("question-first", "false")
+        .parse()
+        .context("--question-first: expected true or false")?;
     let document_mask: bool = get("document-mask", "true")
         .parse()
         .context("--document-mask: expected true or false")?;
@@ -197,7 +201,7 @@ fn main() -> Result<()> {
     let texts: Vec<String> = train
         .records
         .iter()
-        .map(|r| r.training_text() + "[EOS]")
+        .map(|r| training_text(r, question_first) + "[EOS]")
         .collect();
     println!(
         "data: {} train records, {} eval ({:.0}s)",
@@ -352,12 +356,18 @@ fn main() -> Result<()> {
     let train_s = t_train.elapsed().as_secs_f64();
     let (sft_steps, sft_tokens) = (trainer.state.step, trainer.state.tokens_seen);
     println!("\nsupervised: {train_s:.0}s, {sft_steps} steps, {sft_tokens} tokens");
-    let (sft_rows, mut examples) = evaluate(&trainer.model.valid(), &eval.records, &tok, &opts)?;
+    let (sft_rows, mut examples) = evaluate(
+        &trainer.model.valid(),
+        &eval.records,
+        &tok,
+        &opts,
+        question_first,
+    )?;
     let ema_rows = match ema_params {
         Some(p) => {
             println!("EMA of the weights (decay {ema_decay}):");
             let m = Qwen2::<Cpu>::from_host(&cfg, p, &device)?;
-            serde_json::to_value(evaluate(&m, &eval.records, &tok, &opts)?.0)?
+            serde_json::to_value(evaluate(&m, &eval.records, &tok, &opts, question_first)?.0)?
         }
         None => serde_json::Value::Null,
     };
@@ -404,7 +414,7 @@ fn main() -> Result<()> {
         for (i, problems) in rl_problems.records.chunks(prompts_per_step).enumerate() {
             let prompts: Vec<Vec<u32>> = problems
                 .iter()
-                .map(|r| tok.encode(&r.prompt()))
+                .map(|r| tok.encode(&prompt(r, question_first)))
                 .collect::<Result<_>>()?;
             let repeated: Vec<Vec<u32>> = prompts
                 .iter()
@@ -448,7 +458,13 @@ fn main() -> Result<()> {
         rl.save(&out.join("checkpoint-rl"))?;
         tok.save(&out.join("checkpoint-rl").join("tokenizer.json"))?;
         println!("\nrl: {rl_s:.0}s, {} steps", curve.len());
-        let (rl_rows, rl_examples) = evaluate(&rl.model.valid(), &eval.records, &tok, &opts)?;
+        let (rl_rows, rl_examples) = evaluate(
+            &rl.model.valid(),
+            &eval.records,
+            &tok,
+            &opts,
+            question_first,
+        )?;
         examples = rl_examples;
         rl_report = serde_json::json!({
             "seconds": rl_s, "steps": curve.len(), "prompts_per_step": prompts_per_step, "group": group,
@@ -476,6 +492,23 @@ fn main() -> Result<()> {
     Ok(())
 }
 
+/// The training text of a record: the paper's (problem, then question) or, with `question_first`, the
+/// question before the problem, so that a causal model reads each fact knowing what is asked.
+fn training_text(r: &task::dataset::Record, question_first: bool) -> String {
+    match question_first {
+        false => r.training_text(),
+        true => task::text::training_text(&r.question, &r.problem, &r.solution),
+    }
+}
+
+/// The evaluation / RL prompt of a record, in the same order as [`training_text`].
+fn prompt(r: &task::dataset::Record, question_first: bool) -> String {
+    match question_first {
+        false => r.prompt(),
+        true => task::text::prompt(&r.question, &r.problem),
+    }
+}
+
 /// Greedy-decodes every held-out problem and verifies it: prints and returns the per-op rows
 /// (answer accuracy / verified) and every completion.
 fn evaluate(
@@ -483,6 +516,7 @@ fn evaluate(
     records: &[task::dataset::Record],
     tok: &Tokenizer,
     opts: &VerifyOptions,
+    question_first: bool,
 ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>)> {
     let mut per_op: BTreeMap<u32, (u32, u32, u32)> = BTreeMap::new(); // n, answer ok, verified
     let mut rng = Rng::new(0);
@@ -490,7 +524,7 @@ fn evaluate(
     for chunk in records.chunks(64) {
         let prompts: Vec<Vec<u32>> = chunk
             .iter()
-            .map(|r| tok.encode(&r.prompt()))
+            .map(|r| tok.encode(&prompt(r, question_first)))
             .collect::<Result<_>>()?;
         let outs = generate(
             model,
@@ -509,7 +543,7 @@ fn evaluate(
             e.0 += 1;
             e.1 += sc.outcome as u32;
             e.2 += sc.verified as u32;
-            examples.push(serde_json::json!({"op": r.op, "prompt": r.prompt(), "gold": r.solution, "completion": completion, "answer_ok": sc.outcome, "verified": sc.verified}));
+            examples.push(serde_json::json!({"op": r.op, "prompt": prompt(r, question_first), "gold": r.solution, "completion": completion, "answer_ok": sc.outcome, "verified": sc.verified}));
         }
     }
     println!("| op | n | answer acc | verified |\n|---|---|---|---|");
