@@ -67,3 +67,12 @@ fn tiny_run_writes_report_checkpoint_and_completions() {
     assert_eq!(completions.lines().count(), 9);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn bad_boolean_names_its_flag_and_the_choices() {
+    for flag in ["--document-mask", "--question-first"] {
+        let err = failure(&[flag, "yes"]);
+        assert!(err.contains(flag), "{err}");
+        assert!(err.contains("`true` or `false`"), "{err}");
+    }
+}

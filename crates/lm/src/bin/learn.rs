@@ -126,12 +126,8 @@ fn main() -> Result<()> {
     let prompt_loss_weight: f32 = flag(&a, "prompt-loss-weight", "0")?;
     let ema_decay: f64 = flag(&a, "ema-decay", "0")?;
     let packing: Packing = flag(&a, "packing", "whole")?;
-    let question_first: bool = get("question-first", "false")
-        .parse()
-        .context("--question-first: expected true or false")?;
-    let document_mask: bool = get("document-mask", "true")
-        .parse()
-        .context("--document-mask: expected true or false")?;
+    let question_first: bool = flag(&a, "question-first", "false")?;
+    let document_mask: bool = flag(&a, "document-mask", "true")?;
     let seq_len: usize = flag(&a, "seq-len", "512")?;
     let batch: usize = flag(&a, "batch", "1")?;
     let lr: f64 = flag(&a, "lr", "1e-3")?;
