@@ -190,6 +190,15 @@ impl Work {
         (p as usize) >= self.n_inst
     }
 
+    /// Mask of the instance parameters (`0..n_inst`); abstract parameters come after them.
+    fn inst_mask(&self) -> u64 {
+        if self.n_inst == 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.n_inst) - 1
+        }
+    }
+
     fn parents(&self, p: u8) -> &[u8] {
         &self.par[p as usize][..self.npar[p as usize] as usize]
     }
@@ -551,12 +560,7 @@ fn necessary1(rng: &mut Rng, w: &mut Work, n: u32, m: u32) -> Attempt<()> {
     let op = w.op_of(g);
     let extra = (m as i64 - op as i64 - 1).max(0);
     for _ in 0..extra {
-        let inst_mask = if w.n_inst == 64 {
-            u64::MAX
-        } else {
-            (1u64 << w.n_inst) - 1
-        };
-        let left = inst_mask & !g;
+        let left = w.inst_mask() & !g;
         if left == 0 {
             break;
         }
@@ -899,11 +903,7 @@ fn values(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work, x: Option<u8>) -> Attem
 /// `drawUnnecessary`: every remaining instance parameter of the structure graph (up to `max_distractors`) gets
 /// 1-4 random parents from {RNG} + an independent list, or {RNG} + the graph so far.
 fn unnecessary(cfg: &TaskConfig, rng: &mut Rng, w: &mut Work) -> Attempt<()> {
-    let inst_mask = if w.n_inst == 64 {
-        u64::MAX
-    } else {
-        (1u64 << w.n_inst) - 1
-    };
+    let inst_mask = w.inst_mask();
     let mut remaining = inst_mask & !w.g;
     let mut ind: Vec<u8> = Vec::new();
     let mut added = 0usize;
@@ -1152,14 +1152,7 @@ fn render(
     // The problem's sentences: one per instance parameter of the structure graph (ascending), plus the
     // reverse-mode statement of the query's value. `slot[i]` is sentence i's place in the problem: drawn here
     // when the solution follows the problem's order, else by the shuffle at the end (the paper's draw order).
-    let inst_mask = if w.n_inst == 64 {
-        u64::MAX
-    } else {
-        (1u64 << w.n_inst) - 1
-    };
-    let mentioned: Vec<u8> = (0..w.n_inst as u8)
-        .filter(|p| (w.g & inst_mask) & bit(*p) != 0)
-        .collect();
+    let mentioned: Vec<u8> = (0..w.n_inst as u8).filter(|p| w.g & bit(*p) != 0).collect();
     let n_sentences = mentioned.len() + x.is_some() as usize;
     let slot: Option<Vec<usize>> = match cfg.solution_order {
         SolutionOrder::Generator => None,
