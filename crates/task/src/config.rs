@@ -225,7 +225,8 @@ impl TaskConfig {
         if overrides.is_empty() {
             return Ok(base);
         }
-        let mut v = serde_json::to_value(&base)?;
+        let base_v = serde_json::to_value(&base)?;
+        let mut v = base_v.clone();
         let obj = v
             .as_object_mut()
             .expect("TaskConfig serializes to an object");
@@ -235,6 +236,11 @@ impl TaskConfig {
                 "task config: unknown field `{k}` (known: {})",
                 obj.keys().cloned().collect::<Vec<_>>().join(", ")
             );
+            // Each override alone on the preset, so that a bad value is reported with its field's name.
+            let mut one = base_v.clone();
+            one[k.as_str()] = val.clone();
+            serde_json::from_value::<TaskConfig>(one)
+                .map_err(|e| anyhow::anyhow!("task config: field `{k}`: {e}"))?;
             obj.insert(k.clone(), val.clone());
         }
         let cfg: TaskConfig =

@@ -172,3 +172,13 @@ fn outcome_and_process_rewards_differ_only_in_weights() {
         "no gold graph: not applicable"
     );
 }
+
+#[test]
+fn a_bad_override_value_names_its_field_and_the_choices() {
+    let sets = task::cli::parse_sets(&["solution_order=random".into()]).unwrap();
+    let err = task::TaskConfig::preset_with("cpu", &sets)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`solution_order`"), "{err}");
+    assert!(err.contains("`generator` or `problem`"), "{err}");
+}
