@@ -76,3 +76,82 @@ fn bad_boolean_names_its_flag_and_the_choices() {
         assert!(err.contains("`true` or `false`"), "{err}");
     }
 }
+
+/// A run stopped after step 3 and resumed ends with the same weights, byte for byte, as one run straight
+/// through (the periodic checkpoint at step 2 is overwritten at step 3 and again at the end).
+#[test]
+fn stopped_and_resumed_run_equals_a_straight_one() {
+    let base = std::env::temp_dir().join(format!("lm-learn-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let run = |name: &str, extra: &[&str]| {
+        let dir = base.join(name);
+        let out = learn()
+            .args(["--out", dir.to_str().unwrap()])
+            .args([
+                "--model",
+                "tiny-test",
+                "--records",
+                "100",
+                "--eval-per-op",
+                "1",
+            ])
+            .args([
+                "--steps",
+                "6",
+                "--seq-len",
+                "256",
+                "--checkpoint-every",
+                "2",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (dir, String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (straight, _) = run("straight", &[]);
+    let (pieces, _) = run("pieces", &["--stop-at-step", "3"]);
+    assert!(
+        !pieces.join("report.json").exists(),
+        "a stopped run does not evaluate"
+    );
+    let (_, log) = run("pieces", &["--resume", "true"]);
+    assert!(log.contains("resuming at step 3 of 6"), "{log}");
+    let weights =
+        |d: &std::path::Path| std::fs::read(d.join("checkpoint/model.safetensors")).unwrap();
+    assert!(weights(&straight) == weights(&pieces), "weights differ");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(pieces.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["steps"], 6);
+    // Other flags than the ones that started it are refused.
+    let other = learn()
+        .args(["--out", pieces.to_str().unwrap()])
+        .args([
+            "--model",
+            "tiny-test",
+            "--records",
+            "100",
+            "--eval-per-op",
+            "1",
+        ])
+        .args([
+            "--steps",
+            "6",
+            "--seq-len",
+            "256",
+            "--lr",
+            "2e-3",
+            "--resume",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success() && err.contains("--resume"), "{err}");
+    std::fs::remove_dir_all(&base).unwrap();
+}

@@ -361,7 +361,7 @@ fn train<B: AutodiffBackend>(
     let (train_texts, held_texts) = texts.split_at(texts.len() - held_out);
 
     // ---- tokenizer and starting weights
-    let resuming = ctx.resuming() && ckpt.join(lm::train::STATE_FILE).exists();
+    let resuming = ctx.resuming() && lm::train::recover_checkpoint(&ckpt)?;
     let mut base_tokens = 0u64;
     let tokenizer = match &start {
         _ if resuming => Tokenizer::from_file(&ckpt.join("tokenizer.json"))?,

@@ -17,7 +17,11 @@
 //!   embeddings), --minutes X [13], --steps N (a fixed schedule instead of
 //!   one sized to the wall time from the speed of the first steps: comparable runs on a busy machine),
 //!   --ema-decay X [0] (also evaluate an exponential moving average of the weights, updated every 4 steps),
-//!   --seed N [0], --out DIR [learn-out], --init DIR (skip training: start from this checkpoint)
+//!   --seed N [0], --out DIR [learn-out], --init DIR (skip training: start from this checkpoint),
+//!   --checkpoint-every N [2000] (steps between saves of DIR/checkpoint; also saved at the end),
+//!   --resume true|false [false] (continue a killed run from DIR/checkpoint: same flags, so the same data;
+//!   the EMA of the weights restarts there), --stop-at-step N (save and exit after step N of the schedule,
+//!   without evaluating: a long run in pieces)
 //! * GRPO after training (off by default; it did not help, see the README): --rl-steps N [0], --rl-prompts N
 //!   [16] problems per step, --rl-group N [8] samples per problem, --rl-lr X [1e-4] (constant),
 //!   --rl-temperature X [1.0]; reward = process-verified correctness, advantage = reward − group mean.
@@ -69,6 +73,9 @@ const FLAGS: &[&str] = &[
     "seed",
     "out",
     "init",
+    "checkpoint-every",
+    "resume",
+    "stop-at-step",
     "rl-steps",
     "rl-prompts",
     "rl-group",
@@ -142,6 +149,17 @@ fn main() -> Result<()> {
         .transpose()
         .context("--steps")?;
     let seed: u64 = flag(&a, "seed", "0")?;
+    let checkpoint_every: usize = flag(&a, "checkpoint-every", "2000")?;
+    let resume: bool = flag(&a, "resume", "false")?;
+    let stop_at_step: Option<usize> = a
+        .get("stop-at-step")
+        .map(|s| s.parse())
+        .transpose()
+        .context("--stop-at-step")?;
+    ensure!(
+        !(resume && a.contains_key("init")),
+        "--resume and --init exclude each other: --resume continues this run's own training"
+    );
     // GRPO flags are read here, before anything runs, so that a bad value fails at once.
     let rl_steps: usize = flag(&a, "rl-steps", "0")?;
     let prompts_per_step: usize = flag(&a, "rl-prompts", "16")?;
@@ -262,13 +280,42 @@ fn main() -> Result<()> {
         ..Default::default()
     };
     let device = Default::default();
-    let mut trainer = Trainer::<Autodiff<Cpu>>::new(
-        Qwen2::init(&cfg, seed, &device),
-        cfg.clone(),
-        tc,
-        data,
-        device,
-    );
+    let ckpt = out.join("checkpoint");
+    let mut trainer = if resume && lm::train::recover_checkpoint(&ckpt)? {
+        let t = Trainer::<Autodiff<Cpu>>::resume(&ckpt, data, device)
+            .with_context(|| format!("--resume: {}", ckpt.display()))?;
+        let saved = t.config();
+        ensure!(
+            t.model_config == cfg
+                && TrainConfig {
+                    token_budget: saved.token_budget,
+                    ..tc
+                } == *saved,
+            "--resume: {} was trained with other flags (model or training settings differ); resume with \
+             the flags that started it",
+            ckpt.display()
+        );
+        println!(
+            "resuming at step {} of {} from {}",
+            t.state.step,
+            t.config().total_steps(),
+            ckpt.display()
+        );
+        t
+    } else {
+        ensure!(
+            !resume,
+            "--resume: no checkpoint in {} to resume from",
+            ckpt.display()
+        );
+        Trainer::<Autodiff<Cpu>>::new(
+            Qwen2::init(&cfg, seed, &device),
+            cfg.clone(),
+            tc,
+            data,
+            device,
+        )
+    };
     let opts = VerifyOptions {
         modulus: task_cfg.modulus,
         ..Default::default()
@@ -289,6 +336,9 @@ fn main() -> Result<()> {
         trainer.model = model;
         println!("supervised stage skipped: model from {dir}");
     } else {
+        // The tokenizer first, so that every periodic save carries it (Trainer::save keeps other files).
+        std::fs::create_dir_all(&ckpt)?;
+        tok.save(&ckpt.join("tokenizer.json"))?;
         let budget_s = minutes * 60.0;
         // The wall-time schedule is sized twice: from the speed of steps 6-25 (so the warm-up starts at once),
         // then again from steps 101-300, when the first steps' slowness (allocation, thread start) no longer
@@ -339,6 +389,18 @@ fn main() -> Result<()> {
                     s.tokens_seen as f64 / el
                 );
             }
+            if checkpoint_every > 0 && s.step.is_multiple_of(checkpoint_every) {
+                trainer.save(&ckpt)?;
+            }
+            if stop_at_step == Some(s.step) {
+                trainer.save(&ckpt)?;
+                println!(
+                    "stopped after step {} of {}; continue with the same flags and --resume true",
+                    s.step,
+                    trainer.config().total_steps()
+                );
+                return Ok(());
+            }
             let over_time = fixed_steps.is_none() && el > budget_s * 1.05;
             // A wall-time schedule has no length before its first sizing; a fixed one may be shorter.
             let sized = fixed_steps.is_some() || s.step > sizing[0].1;
@@ -346,8 +408,7 @@ fn main() -> Result<()> {
                 break;
             }
         }
-        trainer.save(&out.join("checkpoint"))?;
-        tok.save(&out.join("checkpoint").join("tokenizer.json"))?;
+        trainer.save(&ckpt)?;
     }
     let train_s = t_train.elapsed().as_secs_f64();
     let (sft_steps, sft_tokens) = (trainer.state.step, trainer.state.tokens_seen);
