@@ -236,8 +236,11 @@ pub fn write_safetensors(
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Tensors by name: shape and f32 values.
+pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Reads every tensor of a safetensors file as f32 (f32, f16 and bf16 accepted).
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let st = SafeTensors::deserialize(&data)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;

@@ -75,19 +75,22 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.vocab_size > 0, "vocab_size must be > 0");
         ensure!(
-            self.num_attention_heads > 0 && self.hidden_size % self.num_attention_heads == 0,
+            self.num_attention_heads > 0
+                && self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size {} must be a multiple of num_attention_heads {}",
             self.hidden_size,
             self.num_attention_heads
         );
         ensure!(
-            self.head_dim() % 2 == 0,
+            self.head_dim().is_multiple_of(2),
             "head_dim {} must be even for RoPE",
             self.head_dim()
         );
         ensure!(
             self.num_key_value_heads > 0
-                && self.num_attention_heads % self.num_key_value_heads == 0,
+                && self
+                    .num_attention_heads
+                    .is_multiple_of(self.num_key_value_heads),
             "num_attention_heads {} must be a multiple of num_key_value_heads {}",
             self.num_attention_heads,
             self.num_key_value_heads

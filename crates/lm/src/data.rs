@@ -118,7 +118,7 @@ impl Batch {
     /// Splits the rows into `n` equal consecutive shards (`n` must divide `rows`).
     pub fn split(&self, n: usize) -> Vec<Batch> {
         assert!(
-            n > 0 && self.rows % n == 0,
+            n > 0 && self.rows.is_multiple_of(n),
             "{n} shards of {} rows",
             self.rows
         );

@@ -181,16 +181,8 @@ fn sum_in_order(partials: Vec<Vec<f32>>, width: usize) -> Vec<f32> {
 
 /// Half-rotation RoPE on the q and k heads of every `qkv` row (token `i` of its row at position `i`).
 /// `inverse` applies the transposed rotation, which is the backward pass of the forward one.
-fn rope(
-    qkv: &mut [f32],
-    width: usize,
-    rope_heads: usize,
-    hd: usize,
-    t: usize,
-    cos: &[f32],
-    sin: &[f32],
-    inverse: bool,
-) {
+fn rope(qkv: &mut [f32], d: Dims, cos: &[f32], sin: &[f32], inverse: bool) {
+    let (width, rope_heads, hd, t) = (d.width(), d.nh + d.nkv, d.hd, d.t);
     let half = hd / 2;
     qkv.par_chunks_mut(width)
         .enumerate()
@@ -673,16 +665,7 @@ impl Workspace {
                 row.copy_from_slice(&l.bqkv);
             }
             matmul(&mut a.qkv, &ws.h, false, &l.wqkv, false, n, h, width, true);
-            rope(
-                &mut a.qkv,
-                width,
-                d.nh + d.nkv,
-                d.hd,
-                d.t,
-                &ws.cos,
-                &ws.sin,
-                false,
-            );
+            rope(&mut a.qkv, d, &ws.cos, &ws.sin, false);
             attention_fwd(d, &a.qkv, &starts, &mut a.probs, &mut ws.head_out);
             heads_to_tokens(d, &ws.head_out, &mut a.att);
             mid.copy_from_slice(x);
@@ -792,16 +775,7 @@ impl Workspace {
                 &mut ws.dv,
             );
             grads_to_tokens(d, &ws.head_out, &ws.dk, &ws.dv, &mut ws.dqkv);
-            rope(
-                &mut ws.dqkv,
-                width,
-                d.nh + d.nkv,
-                d.hd,
-                d.t,
-                &ws.cos,
-                &ws.sin,
-                true,
-            );
+            rope(&mut ws.dqkv, d, &ws.cos, &ws.sin, true);
             let g_bqkv = column_sums(&ws.dqkv, width);
             rms_norm_apply(x, &l.attn_norm, &a.inv_attn, &mut ws.h);
             let mut g_wqkv = vec![0.0f32; h * width];

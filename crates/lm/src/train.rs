@@ -286,7 +286,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         } else {
             let dp = tc.data_parallel.max(1);
             assert!(
-                tc.batch_size % dp == 0,
+                tc.batch_size.is_multiple_of(dp),
                 "data_parallel {dp} must divide batch_size {}",
                 tc.batch_size
             );
@@ -472,17 +472,20 @@ impl<B: AutodiffBackend> Trainer<B> {
         while self.state.step < total {
             let s = self.step();
             on_event(&TrainEvent::Step(s))?;
-            if tc.eval_every > 0 && (s.step % tc.eval_every == 0 || s.step == total) {
-                if let Some(h) = held_out.as_deref_mut() {
-                    let loss = self.eval_loss(h, tc.eval_blocks);
-                    on_event(&TrainEvent::Eval {
-                        step: s.step,
-                        tokens_seen: s.tokens_seen,
-                        loss,
-                    })?;
-                }
+            if tc.eval_every > 0
+                && (s.step.is_multiple_of(tc.eval_every) || s.step == total)
+                && let Some(h) = held_out.as_deref_mut()
+            {
+                let loss = self.eval_loss(h, tc.eval_blocks);
+                on_event(&TrainEvent::Eval {
+                    step: s.step,
+                    tokens_seen: s.tokens_seen,
+                    loss,
+                })?;
             }
-            if (tc.checkpoint_every > 0 && s.step % tc.checkpoint_every == 0) || s.step == total {
+            if (tc.checkpoint_every > 0 && s.step.is_multiple_of(tc.checkpoint_every))
+                || s.step == total
+            {
                 self.save(ckpt_dir)?;
                 on_event(&TrainEvent::Checkpoint { step: s.step })?;
             }

@@ -189,7 +189,7 @@ impl TrainSettings {
             "config `train.batch_size` and `train.grad_accum`: expected at least 1"
         );
         ensure!(
-            self.data_parallel >= 1 && self.batch_size % self.data_parallel == 0,
+            self.data_parallel >= 1 && self.batch_size.is_multiple_of(self.data_parallel),
             "config `train.data_parallel` = {}: expected a divisor of `train.batch_size` = {}",
             self.data_parallel,
             self.batch_size
