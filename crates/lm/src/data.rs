@@ -145,6 +145,8 @@ pub struct PackedData {
     /// so block `k` is `stream[k * (seq_len + 1)..][..seq_len + 1]`; with `Stream`, `stream[k * seq_len..]`.
     stream: Vec<(u32, bool)>,
     stream_epoch: Option<u64>,
+    /// Streams built so far (one per epoch entered; the tests count them).
+    stream_builds: u64,
     /// `Whole` packing: each block's (document, first token) pieces, fixed for the run; epochs shuffle blocks.
     bins: Vec<Vec<(usize, usize)>>,
     /// Loss weight of the tokens that `loss_on` leaves out (prompt tokens under `Solution`); padding weighs 0.
@@ -182,6 +184,7 @@ impl PackedData {
             packing,
             stream: vec![],
             stream_epoch: None,
+            stream_builds: 0,
             bins: vec![],
             off_weight: 0.0,
             cursor: Cursor { epoch: 0, block: 0 },
@@ -199,9 +202,12 @@ impl PackedData {
         self.docs.iter().map(|d| d.0.len()).sum()
     }
 
-    /// Full blocks per epoch.
+    /// Full blocks per epoch (the same in every epoch: an epoch only reorders the documents or blocks).
     pub fn blocks_per_epoch(&mut self) -> usize {
-        self.ensure_stream(0);
+        // Any epoch's stream will do; building epoch 0's here once rebuilt two streams per batch past epoch 0.
+        if self.stream_epoch.is_none() {
+            self.ensure_stream(0);
+        }
         self.blocks_in_stream()
     }
 
@@ -258,6 +264,7 @@ impl PackedData {
             }
         }
         self.stream_epoch = Some(epoch);
+        self.stream_builds += 1;
     }
 
     /// The next `rows` blocks, advancing the cursor (and the epoch when the stream runs out).
@@ -357,6 +364,28 @@ mod tests {
             ]
         );
         assert!(loss_flags(&ids, LossOn::All).iter().all(|&x| x));
+    }
+
+    #[test]
+    fn each_epoch_builds_its_stream_once() {
+        for packing in [Packing::Whole, Packing::Stream] {
+            let docs: Vec<Vec<u32>> = (0..12).map(|i| vec![4, 20 + i, 5, 6, 21, 7, 3]).collect();
+            let mut d = PackedData::new(docs, LossOn::Solution, packing, 15, 0, true);
+            let per_epoch = d.blocks_per_epoch();
+            assert!(per_epoch >= 2, "{packing:?}: {per_epoch} blocks");
+            let first_epoch: Vec<Batch> = (0..per_epoch).map(|_| d.next_batch(1)).collect();
+            for _ in 0..2 * per_epoch {
+                d.next_batch(1);
+            }
+            assert_eq!(d.cursor.epoch, 2, "{packing:?}");
+            assert_eq!(d.stream_builds, 3, "{packing:?}: one build per epoch");
+            assert_eq!(d.blocks_per_epoch(), per_epoch, "{packing:?}");
+            // Reading epoch 0 again rebuilds it identically.
+            d.cursor = Cursor { epoch: 0, block: 0 };
+            for b in &first_epoch {
+                assert_eq!(d.next_batch(1).inputs, b.inputs, "{packing:?}");
+            }
+        }
     }
 
     #[test]
