@@ -45,7 +45,7 @@ pub struct PretrainConfig {
     /// tokens; the paper's is ~2,200).
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
-    /// Model shape: `tiny-1m`, `bench-3m`, `small-10m` or `paper-100m` (the vocabulary comes from the tokenizer).
+    /// Model shape: `tiny-0.4m`, `tiny-1m`, `bench-3m`, `small-10m` or `paper-100m` (the vocabulary comes from the tokenizer).
     #[serde(default = "default_model")]
     pub model: String,
     /// The optimisation.

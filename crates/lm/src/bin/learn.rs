@@ -7,8 +7,8 @@
 //! Flags (defaults in brackets):
 //! * task: --task-preset cpu|paper [cpu], --task-set k=v,k=v (task-config overrides), --ops 2,3,4 [2,3,4]
 //!   (trained and evaluated), --op-weights 2=1,3=1,4=2 (training mixture; default uniform), --records N
-//!   [140000], --eval-per-op N [150]
-//! * model: --model PRESET [tiny-1m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
+//!   [200000], --eval-per-op N [150]
+//! * model: --model PRESET [tiny-0.4m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
 //!   word|word+names|bpe:N [word]
 //! * training: --loss-on solution|all [solution], --prompt-loss-weight X [0] (loss weight of the tokens
 //!   --loss-on leaves out: an auxiliary signal from predicting the problem text), --packing whole|stream [whole], --document-mask
@@ -126,7 +126,7 @@ fn main() -> Result<()> {
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()
         .context("--ops")?;
-    let records: u64 = flag(&a, "records", "140000")?;
+    let records: u64 = flag(&a, "records", "200000")?;
     let eval_per_op: u64 = flag(&a, "eval-per-op", "150")?;
     let tok_kind: TokenizerKind = flag(&a, "tokenizer", "word")?;
     let loss_on: LossOn = flag(&a, "loss-on", "solution")?;
@@ -236,7 +236,7 @@ fn main() -> Result<()> {
     tok.save(&out.join("tokenizer.json"))?;
     let docs: Vec<Vec<u32>> = texts.iter().map(|t| tok.encode(t)).collect::<Result<_>>()?;
     let n_tokens: usize = docs.iter().map(Vec::len).sum();
-    let mut cfg = ModelConfig::preset(&get("model", "tiny-1m"))?;
+    let mut cfg = ModelConfig::preset(&get("model", "tiny-0.4m"))?;
     cfg.vocab_size = tok.vocab_size();
     if let Some(sets) = a.get("model-set") {
         // `--model-set num_hidden_layers=8,hidden_size=192`: ModelConfig fields on top of the preset.
@@ -345,6 +345,8 @@ fn main() -> Result<()> {
         // skews it: sized from steps 6-25 alone, a 13-minute schedule had ~20 % too few steps.
         let sizing = [(5usize, 25usize), (100, 300)];
         let mut t_from = 0.0;
+        // Speeds count this process's tokens only (a resumed run starts with the killed one's).
+        let tokens_before = trainer.state.tokens_seen;
         loop {
             let s = trainer.step();
             ema = Some(ema.map_or(s.loss, |e: f64| 0.98 * e + 0.02 * s.loss));
@@ -386,7 +388,7 @@ fn main() -> Result<()> {
                     s.lr,
                     s.tokens_seen,
                     el,
-                    s.tokens_seen as f64 / el
+                    (s.tokens_seen - tokens_before) as f64 / el
                 );
             }
             if checkpoint_every > 0 && s.step.is_multiple_of(checkpoint_every) {
