@@ -22,8 +22,15 @@ fn unknown_flag_is_named_in_the_error() {
 
 #[test]
 fn bad_value_names_its_flag() {
-    let err = failure(&["--rl-steps", "many"]);
-    assert!(err.contains("--rl-steps"), "{err}");
+    for flag in [
+        "--rl-steps",
+        "--steps",
+        "--stop-at-step",
+        "--checkpoint-every",
+    ] {
+        let err = failure(&[flag, "many"]);
+        assert!(err.contains(flag), "{err}");
+    }
 }
 
 #[test]
@@ -70,12 +77,26 @@ fn tiny_run_writes_report_checkpoint_and_completions() {
 
 #[test]
 fn bad_boolean_names_its_flag_and_the_choices() {
-    for flag in ["--document-mask", "--question-first"] {
+    for flag in ["--document-mask", "--question-first", "--resume"] {
         let err = failure(&[flag, "yes"]);
         assert!(err.contains(flag), "{err}");
         assert!(err.contains("`true` or `false`"), "{err}");
     }
 }
+
+/// A tiny 6-step run: the resume test's runs differ only in what they add to it.
+const TINY_6_STEPS: &[&str] = &[
+    "--model",
+    "tiny-test",
+    "--records",
+    "100",
+    "--eval-per-op",
+    "1",
+    "--steps",
+    "6",
+    "--seq-len",
+    "256",
+];
 
 /// A run stopped after step 3 and resumed ends with the same weights, byte for byte, as one run straight
 /// through (the periodic checkpoint at step 2 is overwritten at step 3 and again at the end).
@@ -87,22 +108,8 @@ fn stopped_and_resumed_run_equals_a_straight_one() {
         let dir = base.join(name);
         let out = learn()
             .args(["--out", dir.to_str().unwrap()])
-            .args([
-                "--model",
-                "tiny-test",
-                "--records",
-                "100",
-                "--eval-per-op",
-                "1",
-            ])
-            .args([
-                "--steps",
-                "6",
-                "--seq-len",
-                "256",
-                "--checkpoint-every",
-                "2",
-            ])
+            .args(TINY_6_STEPS)
+            .args(["--checkpoint-every", "2"])
             .args(extra)
             .output()
             .unwrap();
@@ -129,29 +136,25 @@ fn stopped_and_resumed_run_equals_a_straight_one() {
             .unwrap();
     assert_eq!(report["steps"], 6);
     // Other flags than the ones that started it are refused.
-    let other = learn()
-        .args(["--out", pieces.to_str().unwrap()])
-        .args([
-            "--model",
-            "tiny-test",
-            "--records",
-            "100",
-            "--eval-per-op",
-            "1",
-        ])
-        .args([
-            "--steps",
-            "6",
-            "--seq-len",
-            "256",
-            "--lr",
-            "2e-3",
-            "--resume",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&other.stderr);
-    assert!(!other.status.success() && err.contains("--resume"), "{err}");
+    let out_dir = ["--out", pieces.to_str().unwrap()];
+    let err = failure(
+        &[
+            &out_dir[..],
+            TINY_6_STEPS,
+            &["--lr", "2e-3", "--resume", "true"],
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("--resume") && err.contains("other flags"),
+        "{err}"
+    );
+    // Nothing to resume from is an error too, not a fresh start.
+    let empty = base.join("empty");
+    let out_dir = ["--out", empty.to_str().unwrap()];
+    let err = failure(&[&out_dir[..], TINY_6_STEPS, &["--resume", "true"]].concat());
+    assert!(err.contains("no checkpoint"), "{err}");
+    let err = failure(&["--resume", "true", "--init", "some/checkpoint"]);
+    assert!(err.contains("exclude each other"), "{err}");
     std::fs::remove_dir_all(&base).unwrap();
 }

@@ -94,6 +94,17 @@ where
         .with_context(|| format!("--{k}"))
 }
 
+/// The value of `--k` parsed as `T`, if given; a parse error names the flag.
+fn optional_flag<T: std::str::FromStr>(a: &BTreeMap<String, String>, k: &str) -> Result<Option<T>>
+where
+    T::Err: Into<anyhow::Error>,
+{
+    a.get(k)
+        .map(|v| v.parse().map_err(Into::into))
+        .transpose()
+        .with_context(|| format!("--{k}"))
+}
+
 fn main() -> Result<()> {
     let mut a: BTreeMap<String, String> = BTreeMap::new();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -143,19 +154,11 @@ fn main() -> Result<()> {
     let minutes: f64 = flag(&a, "minutes", "13")?;
     // `--steps N` fixes the schedule to N optimizer steps instead of sizing it to the wall time: comparable
     // runs on a machine whose speed varies.
-    let fixed_steps: Option<u64> = a
-        .get("steps")
-        .map(|s| s.parse())
-        .transpose()
-        .context("--steps")?;
+    let fixed_steps: Option<u64> = optional_flag(&a, "steps")?;
     let seed: u64 = flag(&a, "seed", "0")?;
     let checkpoint_every: usize = flag(&a, "checkpoint-every", "2000")?;
     let resume: bool = flag(&a, "resume", "false")?;
-    let stop_at_step: Option<usize> = a
-        .get("stop-at-step")
-        .map(|s| s.parse())
-        .transpose()
-        .context("--stop-at-step")?;
+    let stop_at_step: Option<usize> = optional_flag(&a, "stop-at-step")?;
     ensure!(
         !(resume && a.contains_key("init")),
         "--resume and --init exclude each other: --resume continues this run's own training"
