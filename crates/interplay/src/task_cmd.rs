@@ -135,7 +135,7 @@ fn score(
         let batch: Vec<RewardSample> = chunk
             .iter()
             .map(|r| RewardSample {
-                prompt: task::text::prompt(&r.problem, &r.question),
+                prompt: task::text::prompt_at(&r.problem, &r.question, r.question_position),
                 completion: r.completion.clone(),
                 reference: cli::reward_reference(r),
                 meta: serde_json::Value::Null,

@@ -1,7 +1,7 @@
 //! The library side of `interplay task gen` and `interplay task score`: argument parsing, file formats and the
 //! verdict columns. The runner adds only the command line and the reward-plugin call.
 
-use crate::config::{Mode, TaskConfig};
+use crate::config::{Mode, QuestionPosition, TaskConfig};
 use crate::context::Context;
 use crate::dataset::{Stats, generate_per_op, write_jsonl};
 use crate::verify::{GoldGraph, Score, Verifier, VerifyOptions};
@@ -121,6 +121,9 @@ pub struct CompletionRecord {
     pub solution: String,
     /// What the model wrote after the prompt.
     pub completion: String,
+    /// Where the question stood in the prompt (`last`, the paper's order, when absent).
+    #[serde(default, skip_serializing_if = "QuestionPosition::is_last")]
+    pub question_position: QuestionPosition,
     #[serde(flatten)]
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
@@ -135,7 +138,7 @@ pub fn read_completions(path: &Path) -> anyhow::Result<Vec<CompletionRecord>> {
             continue;
         }
         let r: CompletionRecord = serde_json::from_str(&line).with_context(|| {
-            format!("{} line {}: expected a JSON object with string fields `problem`, `question`, `solution` (gold) and `completion`", path.display(), i + 1)
+            format!("{} line {}: expected a JSON object with string fields `problem`, `question`, `solution` (gold) and `completion`, and optionally `question_position` (\"last\" or \"first\")", path.display(), i + 1)
         })?;
         out.push(r);
     }

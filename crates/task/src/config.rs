@@ -70,6 +70,26 @@ pub enum SolutionOrder {
     Problem,
 }
 
+/// Where the question stands in the prompt.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum QuestionPosition {
+    /// After the problem (the paper).
+    #[default]
+    Last,
+    /// Before the problem (a departure from the paper: a causal model then reads every fact knowing what is
+    /// asked; the problem, solution and verification are unchanged).
+    First,
+}
+
+impl QuestionPosition {
+    pub fn is_last(&self) -> bool {
+        *self == QuestionPosition::Last
+    }
+}
+
 /// Every knob of the generator. All fields are plain data so a pipeline file can override any of them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -91,6 +111,8 @@ pub struct TaskConfig {
     pub letters: Letters,
     /// The order of the solution's steps.
     pub solution_order: SolutionOrder,
+    /// Where the question stands in prompts and training texts; every record carries it.
+    pub question_position: QuestionPosition,
     /// Probability of depth d=3 ("hard": a third layer of "average number of X per Y" parameters) (paper: 0).
     pub d3_probability: f64,
     /// `strictline` per requested op (index = op; 0 = op not allowed). The generator uses
@@ -136,6 +158,7 @@ impl TaskConfig {
             max_distractors: None,
             letters: Letters::Random,
             solution_order: SolutionOrder::Generator,
+            question_position: QuestionPosition::Last,
             d3_probability: 0.0,
             strictline: paper_strictline(),
             max_attempts: 200_000,
@@ -143,15 +166,18 @@ impl TaskConfig {
     }
 
     /// CPU scale: at most 3 entities / types per layer, at most 4 distractor sentences, constants 1..=4,
-    /// sequential letters, solution steps in the problem's order. Same op schedule, contexts, modes, graphs
-    /// and grammar as the paper; the last two remove tokens that are pure entropy (crates/lm/README.md:
-    /// verified accuracy at op 2-4 rose ~5 points with the problem order).
+    /// sequential letters, solution steps in the problem's order, the question before the problem. Same op
+    /// schedule, contexts, modes, graphs and grammar as the paper; letters and order remove tokens that are
+    /// pure entropy (crates/lm/README.md: verified accuracy at op 2-4 rose ~5 points with the problem order),
+    /// and the question first lets a small causal model read each fact knowing what is asked (the
+    /// learnability recipe's largest gain, crates/lm/README.md).
     pub fn cpu() -> TaskConfig {
         TaskConfig {
             max_width: 3,
             max_distractors: Some(4),
             letters: Letters::Sequential,
             solution_order: SolutionOrder::Problem,
+            question_position: QuestionPosition::First,
             ..TaskConfig::paper()
         }
     }

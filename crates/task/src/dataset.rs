@@ -5,7 +5,7 @@
 //! parallel chunks (rayon); the filtering (dedup, budget) runs sequentially in index order, so the bytes do not
 //! depend on the thread count.
 
-use crate::config::{Mode, TaskConfig};
+use crate::config::{Mode, QuestionPosition, TaskConfig};
 use crate::context::Context;
 use crate::generate::{Gold, ProblemSpec, generate};
 use crate::rng::Rng;
@@ -18,7 +18,9 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::Path;
 
 /// One JSONL record. The first nine fields are the paper's (`length` = approximate tokens of the training text);
-/// `seed` and `gold` are ours (`gold` is absent for records read from the paper's files).
+/// `seed`, `gold` and `question_position` are ours (`gold` is absent for records read from the paper's files;
+/// `question_position` is written only when the question comes first, so paper-order records keep the paper's
+/// fields).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub problem: String,
@@ -33,14 +35,24 @@ pub struct Record {
     pub seed: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gold: Option<Gold>,
+    /// Where the question stands in this record's prompt and training text (its task config's).
+    #[serde(default, skip_serializing_if = "QuestionPosition::is_last")]
+    pub question_position: QuestionPosition,
 }
 
 impl Record {
+    /// The pre-/mid-training text, in this record's question position.
     pub fn training_text(&self) -> String {
-        text::training_text(&self.problem, &self.question, &self.solution)
+        text::training_text_at(
+            &self.problem,
+            &self.question,
+            &self.solution,
+            self.question_position,
+        )
     }
+    /// The RL / evaluation prompt, in this record's question position.
     pub fn prompt(&self) -> String {
-        text::prompt(&self.problem, &self.question)
+        text::prompt_at(&self.problem, &self.question, self.question_position)
     }
     /// Hash of the lower-cased, whitespace-squeezed problem + question: the dedup key.
     pub fn text_hash(&self) -> u64 {
@@ -308,6 +320,7 @@ fn make_record(
             d: p.d,
             seed,
             gold: Some(p.gold),
+            question_position: cfg.question_position,
         },
         p.attempts,
     ))
@@ -570,12 +583,15 @@ struct PaperRecord {
     mode: Option<String>,
     #[serde(default)]
     d: Option<u8>,
+    #[serde(default)]
+    question_position: Option<String>,
 }
 
 /// Reads JSONL with the paper's field names (`problem, question, solution, op, id, template, mode, length, d`) —
 /// the paper's released data or our own files. Only `problem`, `question`, `solution` are required: a missing
 /// `op` is read from the solution ([`crate::verify::solution_op`]), a missing `mode` from the solution's first
-/// words, a missing `template` is `crazy_zootopia`. Unknown templates/modes are errors naming the line.
+/// words, a missing `template` is `crazy_zootopia`, a missing `question_position` is `last` (the paper's order).
+/// Unknown templates, modes and question positions are errors naming the line.
 pub fn read_paper_jsonl(path: &Path) -> anyhow::Result<Vec<Record>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut out = Vec::new();
@@ -608,6 +624,15 @@ pub fn read_paper_jsonl(path: &Path) -> anyhow::Result<Vec<Record>> {
                 )
             })?,
         };
+        let question_position = match pr.question_position.as_deref() {
+            None | Some("last") => QuestionPosition::Last,
+            Some("first") => QuestionPosition::First,
+            Some(q) => bail!(
+                "{} line {}: field `question_position` = {q:?}, expected \"last\" or \"first\"",
+                path.display(),
+                ln + 1
+            ),
+        };
         let id = match pr.id {
             Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(out.len() as u64),
             _ => out.len() as u64,
@@ -633,6 +658,7 @@ pub fn read_paper_jsonl(path: &Path) -> anyhow::Result<Vec<Record>> {
             d: pr.d.unwrap_or(2),
             seed: 0,
             gold: None,
+            question_position,
         });
     }
     Ok(out)

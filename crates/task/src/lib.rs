@@ -29,6 +29,6 @@ pub mod rng;
 pub mod text;
 pub mod verify;
 
-pub use config::{Letters, Mode, SolutionOrder, TaskConfig};
+pub use config::{Letters, Mode, QuestionPosition, SolutionOrder, TaskConfig};
 pub use context::Context;
 pub use generate::{Gold, GoldNode, Problem, ProblemSpec, generate};

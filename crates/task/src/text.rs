@@ -1,5 +1,8 @@
 //! Training text and prompts in the paper's formats (`utils/text_preprocess.compose_text`,
-//! `verl/dataset.py::compose_prompt`).
+//! `verl/dataset.py::compose_prompt`), with the question after the problem (the paper) or before it
+//! ([`QuestionPosition::First`], the `cpu` preset).
+
+use crate::config::QuestionPosition;
 
 /// Splits a solution at its last `Answer:` into (body, answer); the answer loses a trailing `.`.
 /// A solution without `Answer:` is all body with an empty answer.
@@ -26,16 +29,23 @@ fn push_squeezed(out: &mut String, s: &str) {
     }
 }
 
-/// The pre-/mid-training text (the pretrain processor then appends EOS):
+/// The pre-/mid-training text in the paper's order (the pretrain processor then appends EOS):
 /// `<question> {problem} {question} </question> <solution> {body} </solution> <answer> {answer} </answer>`,
 /// whitespace runs squeezed to single spaces.
 pub fn training_text(problem: &str, question: &str, solution: &str) -> String {
+    training_text_at(problem, question, solution, QuestionPosition::Last)
+}
+
+/// [`training_text`] with the question where `position` says.
+pub fn training_text_at(
+    problem: &str,
+    question: &str,
+    solution: &str,
+    position: QuestionPosition,
+) -> String {
     let (body, answer) = split_answer(solution);
-    let mut out = String::with_capacity(problem.len() + question.len() + solution.len() + 80);
-    out.push_str("<question>");
-    push_squeezed(&mut out, problem);
-    push_squeezed(&mut out, question);
-    out.push_str(" </question> <solution>");
+    let mut out = prompt_at(problem, question, position);
+    out.reserve(solution.len() + 40);
     push_squeezed(&mut out, body);
     out.push_str(" </solution> <answer>");
     push_squeezed(&mut out, answer);
@@ -43,12 +53,21 @@ pub fn training_text(problem: &str, question: &str, solution: &str) -> String {
     out
 }
 
-/// The RL / evaluation prompt: everything up to and including `<solution>`.
+/// The RL / evaluation prompt in the paper's order: everything up to and including `<solution>`.
 pub fn prompt(problem: &str, question: &str) -> String {
+    prompt_at(problem, question, QuestionPosition::Last)
+}
+
+/// [`prompt`] with the question where `position` says.
+pub fn prompt_at(problem: &str, question: &str, position: QuestionPosition) -> String {
+    let (first, second) = match position {
+        QuestionPosition::Last => (problem, question),
+        QuestionPosition::First => (question, problem),
+    };
     let mut out = String::with_capacity(problem.len() + question.len() + 40);
     out.push_str("<question>");
-    push_squeezed(&mut out, problem);
-    push_squeezed(&mut out, question);
+    push_squeezed(&mut out, first);
+    push_squeezed(&mut out, second);
     out.push_str(" </question> <solution>");
     out
 }
@@ -109,5 +128,22 @@ mod tests {
             " Define a in B as b; so b = 3. </solution> <answer> 3 </answer>"
         );
         assert_eq!(approx_tokens("so b = 3."), 5);
+        assert_eq!(
+            prompt_at("P1.", "Q?", QuestionPosition::First),
+            "<question> Q? P1. </question> <solution>"
+        );
+        assert_eq!(
+            training_text_at("P1. P2.", "Q?", sol, QuestionPosition::First),
+            "<question> Q? P1. P2. </question> <solution> Define a in B as b; so b = 3. </solution> <answer> 3 </answer>"
+        );
+        // The prompt is a prefix of the training text in both orders: what the model is trained to continue.
+        for pos in [QuestionPosition::Last, QuestionPosition::First] {
+            let full = training_text_at(" P1.\n P2. ", "Q? ", sol, pos);
+            assert!(full.starts_with(&prompt_at(" P1.\n P2. ", "Q? ", pos)));
+            assert_eq!(
+                full,
+                prompt_at(" P1.\n P2. ", "Q? ", pos) + &target_completion(sol)
+            );
+        }
     }
 }

@@ -100,6 +100,24 @@ fn gen_then_score_round_trip() {
         err.contains("line 1") && err.contains("completion"),
         "{err}"
     );
+    // The question position is optional (the paper's order when absent) and must be one of the two.
+    std::fs::write(
+        &inp,
+        "{\"problem\": \"p\", \"question\": \"q\", \"solution\": \"s\", \"completion\": \"c\", \"question_position\": \"first\"}\n",
+    )
+    .unwrap();
+    let back = cli::read_completions(&inp).unwrap();
+    assert_eq!(back[0].question_position, task::QuestionPosition::First);
+    std::fs::write(
+        &inp,
+        "{\"problem\": \"p\", \"question\": \"q\", \"solution\": \"s\", \"completion\": \"c\", \"question_position\": \"middle\"}\n",
+    )
+    .unwrap();
+    let err = format!("{:#}", cli::read_completions(&inp).unwrap_err());
+    assert!(
+        err.contains("line 1") && err.contains("question_position") && err.contains("middle"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -181,4 +199,10 @@ fn a_bad_override_value_names_its_field_and_the_choices() {
         .to_string();
     assert!(err.contains("`solution_order`"), "{err}");
     assert!(err.contains("`generator` or `problem`"), "{err}");
+    let sets = task::cli::parse_sets(&["question_position=middle".into()]).unwrap();
+    let err = task::TaskConfig::preset_with("cpu", &sets)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`question_position`"), "{err}");
+    assert!(err.contains("`last` or `first`"), "{err}");
 }

@@ -5,7 +5,7 @@ use task::dataset::{
     Budget, CorpusSpec, EvalSpec, Exclusion, build_corpus, build_eval_set, read_paper_jsonl,
     stats_of, write_jsonl,
 };
-use task::{Context, Mode, TaskConfig};
+use task::{Context, Mode, QuestionPosition, TaskConfig};
 
 fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
     rayon::ThreadPoolBuilder::new()
@@ -208,6 +208,56 @@ fn paper_jsonl_reader_round_trip() {
     write_jsonl(&paper, &[serde_json::json!({"problem": "P", "question": "Q", "solution": "S", "template": "zoo2"})]).unwrap();
     let err = format!("{:#}", read_paper_jsonl(&paper).unwrap_err());
     assert!(err.contains("template"), "{err}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn records_carry_their_question_position_through_files() {
+    let dir = std::env::temp_dir().join(format!("task-test-qpos-{}", std::process::id()));
+    let spec = EvalSpec {
+        per_cell: 1,
+        ..eval_spec()
+    };
+    let paper = build_eval_set(&TaskConfig::paper(), &spec).unwrap();
+    let cpu = build_eval_set(&TaskConfig::cpu(), &spec).unwrap();
+    assert_eq!(TaskConfig::cpu().question_position, QuestionPosition::First);
+    for r in &paper.records {
+        assert_eq!(r.question_position, QuestionPosition::Last);
+        assert_eq!(r.prompt(), task::text::prompt(&r.problem, &r.question));
+        let line = serde_json::to_string(r).unwrap();
+        assert!(
+            !line.contains("question_position"),
+            "paper records keep the paper's fields: {line}"
+        );
+    }
+    for r in &cpu.records {
+        assert_eq!(r.question_position, QuestionPosition::First);
+        let prompt = r.prompt();
+        let q = prompt
+            .find(r.question.split_whitespace().next().unwrap())
+            .unwrap();
+        let p = prompt
+            .find(r.problem.split_whitespace().next().unwrap())
+            .unwrap();
+        assert!(q < p, "question first: {prompt}");
+        assert!(r.training_text().starts_with(&prompt));
+    }
+    // Read back from disk, each record keeps its position (and so its prompt).
+    let path = cpu.write(&dir, "cpu").unwrap();
+    let back = read_paper_jsonl(&path).unwrap();
+    assert_eq!(
+        back.iter().map(|r| r.prompt()).collect::<Vec<_>>(),
+        cpu.records.iter().map(|r| r.prompt()).collect::<Vec<_>>()
+    );
+    let bad = dir.join("bad.jsonl");
+    write_jsonl(&bad, &[serde_json::json!({"problem": "P", "question": "Q", "solution": "S", "question_position": "middle"})]).unwrap();
+    let err = format!("{:#}", read_paper_jsonl(&bad).unwrap_err());
+    assert!(
+        err.contains("bad.jsonl line 1")
+            && err.contains("`question_position`")
+            && err.contains("\"first\""),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
