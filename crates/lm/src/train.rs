@@ -58,9 +58,11 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     pub seed: u64,
     /// Replicas that each take an equal share of every micro-batch's rows on their own thread; gradients are
-    /// summed in a fixed order, so results stay deterministic. burn runs most non-GEMM ops on one core, so
-    /// 2 replicas use both cores of a 2-core machine. Must divide `batch_size`. Only the burn autodiff path
-    /// (non-CPU backends) uses it: on CPU the host gradient path ([`crate::host_train`]) is parallel inside.
+    /// summed in a fixed order, so results stay deterministic. Must divide `batch_size`. On CPU each replica
+    /// of the host gradient path ([`crate::host_train`]) runs on its own rayon pool of threads / replicas
+    /// threads: one replica per core spares small models most of the per-kernel synchronisation (results
+    /// then depend on `data_parallel`, through f32 summation order, but never on the thread count). On the
+    /// burn autodiff path (other backends), which runs most non-GEMM ops on one core, replicas use more cores.
     #[serde(default = "one")]
     pub data_parallel: usize,
 }
@@ -165,8 +167,10 @@ pub struct Trainer<B: AutodiffBackend> {
     pub data: PackedData,
     pub state: TrainState,
     device: B::Device,
-    /// Activation buffers of the host gradient path, reused across steps.
-    host_ws: host_train::Workspace,
+    /// Activation buffers of the host gradient path, one per data-parallel replica, reused across steps.
+    host_ws: Vec<host_train::Workspace>,
+    /// One rayon pool per replica of the host gradient path when there are several (built on first use).
+    replica_pools: Vec<rayon::ThreadPool>,
 }
 
 /// True for the CPU backends, whose gradients [`crate::host_train`] computes on the host (as the sampler
@@ -182,6 +186,18 @@ fn decays(cfg: &ModelConfig) -> Vec<bool> {
         .iter()
         .map(|(n, _)| !(n.ends_with("norm") || n.ends_with("bqkv")))
         .collect()
+}
+
+/// Runs each job on a thread of its own (the data-parallel replicas) and returns the results in job order;
+/// a job's panic is raised again here.
+fn on_own_threads<T: Send>(jobs: Vec<impl FnOnce() -> T + Send>) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs.into_iter().map(|job| s.spawn(job)).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
 }
 
 /// Forward + backward of one shard: returns its summed weighted NLL and the gradients of (that sum / denom).
@@ -266,7 +282,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 config,
             },
             device,
-            host_ws: host_train::Workspace::new(),
+            host_ws: vec![host_train::Workspace::new()],
+            replica_pools: vec![],
         }
     }
 
@@ -281,15 +298,15 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches.
     pub fn step(&mut self) -> StepStats {
         let tc = self.state.config.clone();
+        let dp = tc.data_parallel.max(1);
+        assert!(
+            tc.batch_size.is_multiple_of(dp),
+            "data_parallel {dp} must divide batch_size {}",
+            tc.batch_size
+        );
         let (grads, loss_sum) = if host_backend::<B::InnerBackend>() {
-            self.host_grads(&tc)
+            self.host_grads(&tc, dp)
         } else {
-            let dp = tc.data_parallel.max(1);
-            assert!(
-                tc.batch_size.is_multiple_of(dp),
-                "data_parallel {dp} must divide batch_size {}",
-                tc.batch_size
-            );
             self.burn_grads(&tc, dp)
         };
         self.state.cursor = self.data.cursor;
@@ -302,7 +319,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     pub fn step_on(&mut self, batch: &Batch, denom: f64) -> StepStats {
         let (nll, grads) = if host_backend::<B::InnerBackend>() {
             let host = HostModel::new(&self.model_config, self.model.to_host(&self.model_config));
-            let (nll, gs) = self.host_ws.loss_and_grads(&host, batch, denom, false);
+            let (nll, gs) = self.host_ws[0].loss_and_grads(&host, batch, denom, false);
             (nll, self.host_grads_to_tensors(gs))
         } else {
             shard_grads(&self.model, batch, denom, false, &self.device)
@@ -364,26 +381,58 @@ impl<B: AutodiffBackend> Trainer<B> {
     }
 
     /// Summed gradients of all micro-batches and the summed loss, on the host (CPU backends): see
-    /// [`crate::host_train`]. The whole micro-batch is one call, parallel inside, so `data_parallel` does not
-    /// change the work split here (nor, up to f32 rounding, the result).
-    fn host_grads(&mut self, tc: &TrainConfig) -> (Vec<Tensor<B::InnerBackend, 2>>, f64) {
+    /// [`crate::host_train`]. With `dp` replicas, each takes its share of every micro-batch's rows on its own
+    /// rayon pool (an equal share of this thread's pool), with its own activation buffers.
+    fn host_grads(
+        &mut self,
+        tc: &TrainConfig,
+        dp: usize,
+    ) -> (Vec<Tensor<B::InnerBackend, 2>>, f64) {
         let host = HostModel::new(&self.model_config, self.model.to_host(&self.model_config));
+        if dp > 1 && self.replica_pools.len() != dp {
+            let threads = (rayon::current_num_threads() / dp).max(1);
+            self.replica_pools = (0..dp)
+                .map(|i| {
+                    rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .thread_name(move |t| format!("replica-{i}-{t}"))
+                        .build()
+                        .expect("building a replica's thread pool")
+                })
+                .collect();
+        }
+        self.host_ws.resize_with(dp, host_train::Workspace::new);
         let mut acc: Vec<Vec<f32>> = vec![];
         let mut loss_sum = 0.0;
         for _ in 0..tc.grad_accum {
             let batch = self.data.next_batch(tc.batch_size);
             let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
-            let (nll, gs) = self
-                .host_ws
-                .loss_and_grads(&host, &batch, denom, tc.document_mask);
-            loss_sum += nll * tc.grad_accum as f64 / denom;
-            if acc.is_empty() {
-                acc = gs;
+            let mask = tc.document_mask;
+            let results = if dp == 1 {
+                vec![self.host_ws[0].loss_and_grads(&host, &batch, denom, mask)]
             } else {
-                // Micro-batch order is fixed: deterministic.
-                for (a, g) in acc.iter_mut().zip(&gs) {
-                    for (a, g) in a.iter_mut().zip(g) {
-                        *a += g;
+                let (host, shards) = (&host, batch.split(dp));
+                on_own_threads(
+                    self.host_ws
+                        .iter_mut()
+                        .zip(&self.replica_pools)
+                        .zip(&shards)
+                        .map(|((ws, pool), shard)| {
+                            move || pool.install(|| ws.loss_and_grads(host, shard, denom, mask))
+                        })
+                        .collect(),
+                )
+            };
+            // Fixed summation order (micro-batch 0, 1, ...; replica 0, 1, ...): deterministic.
+            for (nll, gs) in results {
+                loss_sum += nll * tc.grad_accum as f64 / denom;
+                if acc.is_empty() {
+                    acc = gs;
+                } else {
+                    for (a, g) in acc.iter_mut().zip(&gs) {
+                        for (a, g) in a.iter_mut().zip(g) {
+                            *a += g;
+                        }
                     }
                 }
             }
@@ -425,20 +474,14 @@ impl<B: AutodiffBackend> Trainer<B> {
                 )]
             } else {
                 let (model, device, mask) = (&self.model, &self.device, tc.document_mask);
-                std::thread::scope(|s| {
-                    let handles: Vec<_> = shards
+                on_own_threads(
+                    shards
                         .iter()
                         .map(|shard| {
-                            s.spawn(move || {
-                                shard_grads(&model.fresh_leaves(), shard, denom, mask, device)
-                            })
+                            move || shard_grads(&model.fresh_leaves(), shard, denom, mask, device)
                         })
-                        .collect();
-                    handles
-                        .into_iter()
-                        .map(|h| h.join().expect("replica thread panicked"))
-                        .collect()
-                })
+                        .collect(),
+                )
             };
             // Fixed summation order (replica 0, 1, ...; micro-batch 0, 1, ...): deterministic.
             for (nll, gs) in results {
@@ -919,6 +962,66 @@ mod tests {
             "negative: {before:?} -> {after:?}"
         );
         assert_eq!(t.state.step, 5);
+    }
+
+    /// Replicas on their own pools: the same bits on 1, 2 or 3 threads (each replica's work is split
+    /// statically and the replicas are summed in a fixed order), and the losses of one replica up to f32
+    /// summation order (weights are not compared across replica counts: AdamW turns a rounding-level sign
+    /// flip of a near-zero gradient into a full step).
+    #[test]
+    fn data_parallel_replicas_give_the_same_bits_on_any_thread_count() {
+        let texts = corpus(16);
+        let train = |dp: usize, threads: usize| -> (Vec<f64>, Vec<f32>) {
+            let tc = TrainConfig {
+                seq_len: 32,
+                batch_size: 4,
+                grad_accum: 2,
+                data_parallel: dp,
+                token_budget: 3 * 256,
+                lr: 3e-3,
+                document_mask: true,
+                ..Default::default()
+            };
+            let (_, cfg, data) = setup(&tc, &texts);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let device = Default::default();
+                let mut t =
+                    Trainer::<B>::new(Qwen2::init(&cfg, 3, &device), cfg.clone(), tc, data, device);
+                let mut losses = vec![];
+                while !t.done() {
+                    losses.push(t.step().loss);
+                }
+                assert_eq!(t.host_ws.len(), dp, "one workspace per replica");
+                assert_eq!(t.replica_pools.len(), if dp > 1 { dp } else { 0 });
+                let weights = t
+                    .model
+                    .to_host(&cfg)
+                    .into_iter()
+                    .flat_map(|p| p.2)
+                    .collect();
+                (losses, weights)
+            })
+        };
+        let (losses, weights) = train(2, 2);
+        assert_eq!(losses.len(), 3);
+        for threads in [1, 3] {
+            let (l, w) = train(2, threads);
+            assert!(
+                l == losses && w == weights,
+                "2 replicas on {threads} threads differ from 2 replicas on 2 threads"
+            );
+        }
+        let (one_replica, _) = train(1, 2);
+        for (a, b) in one_replica.iter().zip(&losses) {
+            assert!(
+                (a - b).abs() < 1e-4 * a.abs(),
+                "1 vs 2 replicas: loss {a} vs {b}"
+            );
+        }
     }
 
     #[test]

@@ -110,9 +110,9 @@ pub struct TrainSettings {
     pub eval_blocks: usize,
     /// Resumable checkpoint every N steps (0: only at the end).
     pub checkpoint_every: usize,
-    /// CUDA only: replicas on threads, each taking an equal share of every micro-batch (must divide
-    /// `batch_size`); gradients are summed in a fixed order. On CPU the hand-written gradient path is parallel
-    /// inside and ignores it.
+    /// Replicas on threads, each taking an equal share of every micro-batch (must divide `batch_size`);
+    /// gradients are summed in a fixed order. On CPU each replica runs on its own share of the threads (2 = one
+    /// per core on 2 cores: the fastest for small models); results depend on it, never on the thread count.
     pub data_parallel: usize,
 }
 
