@@ -34,6 +34,19 @@ fn bad_value_names_its_flag() {
 }
 
 #[test]
+fn data_parallel_must_divide_the_batch() {
+    for (batch, dp) in [("3", "2"), ("2", "0"), ("2", "4")] {
+        let err = failure(&["--batch", batch, "--data-parallel", dp]);
+        assert!(
+            err.contains(&format!("--data-parallel {dp}")) && err.contains("divisor of --batch"),
+            "{err}"
+        );
+    }
+    let err = failure(&["--data-parallel", "two"]);
+    assert!(err.contains("--data-parallel"), "{err}");
+}
+
+#[test]
 fn tiny_run_writes_report_checkpoint_and_completions() {
     let dir = std::env::temp_dir().join(format!("lm-learn-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -77,7 +90,7 @@ fn tiny_run_writes_report_checkpoint_and_completions() {
 
 #[test]
 fn bad_boolean_names_its_flag_and_the_choices() {
-    for flag in ["--document-mask", "--question-first", "--resume"] {
+    for flag in ["--document-mask", "--resume"] {
         let err = failure(&[flag, "yes"]);
         assert!(err.contains(flag), "{err}");
         assert!(err.contains("`true` or `false`"), "{err}");

@@ -5,15 +5,17 @@
 //!     cargo run --release -p lm --bin learn -- --out /tmp/learn-cpu
 //!
 //! Flags (defaults in brackets):
-//! * task: --task-preset cpu|paper [cpu], --task-set k=v,k=v (task-config overrides), --ops 2,3,4 [2,3,4]
+//! * task: --task-preset cpu|paper [cpu], --task-set k=v,k=v (task-config overrides, e.g.
+//!   question_position=last for the paper's prompt order), --ops 2,3,4 [2,3,4]
 //!   (trained and evaluated), --op-weights 2=1,3=1,4=2 (training mixture; default uniform), --records N
 //!   [200000], --eval-per-op N [150]
 //! * model: --model PRESET [tiny-0.4m], --model-set k=v,k=v (ModelConfig overrides), --tokenizer
 //!   word|word+names|bpe:N [word]
 //! * training: --loss-on solution|all [solution], --prompt-loss-weight X [0] (loss weight of the tokens
 //!   --loss-on leaves out: an auxiliary signal from predicting the problem text), --packing whole|stream [whole], --document-mask
-//!   true|false [true] (attention inside each packed document), --seq-len N [512], --batch N [1], --lr X
-//!   [1e-3] (cosine to --min-lr [lr/10] after 3 % warm-up), --weight-decay X [0.1] (AdamW, matrices and
+//!   true|false [true] (attention inside each packed document), --seq-len N [512], --batch N [2],
+//!   --data-parallel N [2 for an even batch, else 1] (replicas that each take batch/N rows on their share of
+//!   the threads), --lr X [1.4e-3] (cosine to --min-lr [lr/10] after 3 % warm-up), --weight-decay X [0.1] (AdamW, matrices and
 //!   embeddings), --minutes X [13], --steps N (a fixed schedule instead of
 //!   one sized to the wall time from the speed of the first steps: comparable runs on a busy machine),
 //!   --ema-decay X [0] (also evaluate an exponential moving average of the weights, updated every 4 steps),
@@ -60,11 +62,11 @@ const FLAGS: &[&str] = &[
     "loss-on",
     "prompt-loss-weight",
     "ema-decay",
-    "question-first",
     "packing",
     "document-mask",
     "seq-len",
     "batch",
+    "data-parallel",
     "lr",
     "min-lr",
     "weight-decay",
@@ -144,11 +146,20 @@ fn main() -> Result<()> {
     let prompt_loss_weight: f32 = flag(&a, "prompt-loss-weight", "0")?;
     let ema_decay: f64 = flag(&a, "ema-decay", "0")?;
     let packing: Packing = flag(&a, "packing", "whole")?;
-    let question_first: bool = flag(&a, "question-first", "false")?;
     let document_mask: bool = flag(&a, "document-mask", "true")?;
     let seq_len: usize = flag(&a, "seq-len", "512")?;
-    let batch: usize = flag(&a, "batch", "1")?;
-    let lr: f64 = flag(&a, "lr", "1e-3")?;
+    let batch: usize = flag(&a, "batch", "2")?;
+    // One replica per core: each takes its share of the batch's rows on its own threads.
+    let data_parallel: usize = flag(
+        &a,
+        "data-parallel",
+        if batch.is_multiple_of(2) { "2" } else { "1" },
+    )?;
+    ensure!(
+        data_parallel >= 1 && batch.is_multiple_of(data_parallel),
+        "--data-parallel {data_parallel}: expected a divisor of --batch {batch}"
+    );
+    let lr: f64 = flag(&a, "lr", "1.4e-3")?;
     let min_lr: f64 = flag(&a, "min-lr", &(lr / 10.0).to_string())?;
     let weight_decay: f64 = flag(&a, "weight-decay", "0.1")?;
     let minutes: f64 = flag(&a, "minutes", "13")?;
@@ -218,7 +229,7 @@ fn main() -> Result<()> {
     let texts: Vec<String> = train
         .records
         .iter()
-        .map(|r| training_text(r, question_first) + "[EOS]")
+        .map(|r| r.training_text() + "[EOS]")
         .collect();
     println!(
         "data: {} train records, {} eval ({:.0}s)",
@@ -278,7 +289,7 @@ fn main() -> Result<()> {
         loss_on,
         packing,
         document_mask,
-        data_parallel: 1,
+        data_parallel,
         seed,
         ..Default::default()
     };
@@ -418,18 +429,12 @@ fn main() -> Result<()> {
     let train_s = t_train.elapsed().as_secs_f64();
     let (sft_steps, sft_tokens) = (trainer.state.step, trainer.state.tokens_seen);
     println!("\nsupervised: {train_s:.0}s, {sft_steps} steps, {sft_tokens} tokens");
-    let (sft_rows, mut examples) = evaluate(
-        &trainer.model.valid(),
-        &eval.records,
-        &tok,
-        &opts,
-        question_first,
-    )?;
+    let (sft_rows, mut examples) = evaluate(&trainer.model.valid(), &eval.records, &tok, &opts)?;
     let ema_rows = match ema_params {
         Some(p) => {
             println!("EMA of the weights (decay {ema_decay}):");
             let m = Qwen2::<Cpu>::from_host(&cfg, p, &device)?;
-            serde_json::to_value(evaluate(&m, &eval.records, &tok, &opts, question_first)?.0)?
+            serde_json::to_value(evaluate(&m, &eval.records, &tok, &opts)?.0)?
         }
         None => serde_json::Value::Null,
     };
@@ -476,7 +481,7 @@ fn main() -> Result<()> {
         for (i, problems) in rl_problems.records.chunks(prompts_per_step).enumerate() {
             let prompts: Vec<Vec<u32>> = problems
                 .iter()
-                .map(|r| tok.encode(&prompt(r, question_first)))
+                .map(|r| tok.encode(&r.prompt()))
                 .collect::<Result<_>>()?;
             let repeated: Vec<Vec<u32>> = prompts
                 .iter()
@@ -520,13 +525,7 @@ fn main() -> Result<()> {
         rl.save(&out.join("checkpoint-rl"))?;
         tok.save(&out.join("checkpoint-rl").join("tokenizer.json"))?;
         println!("\nrl: {rl_s:.0}s, {} steps", curve.len());
-        let (rl_rows, rl_examples) = evaluate(
-            &rl.model.valid(),
-            &eval.records,
-            &tok,
-            &opts,
-            question_first,
-        )?;
+        let (rl_rows, rl_examples) = evaluate(&rl.model.valid(), &eval.records, &tok, &opts)?;
         examples = rl_examples;
         rl_report = serde_json::json!({
             "seconds": rl_s, "steps": curve.len(), "prompts_per_step": prompts_per_step, "group": group,
@@ -554,23 +553,6 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The training text of a record: the paper's (problem, then question) or, with `question_first`, the
-/// question before the problem, so that a causal model reads each fact knowing what is asked.
-fn training_text(r: &task::dataset::Record, question_first: bool) -> String {
-    match question_first {
-        false => r.training_text(),
-        true => task::text::training_text(&r.question, &r.problem, &r.solution),
-    }
-}
-
-/// The evaluation / RL prompt of a record, in the same order as [`training_text`].
-fn prompt(r: &task::dataset::Record, question_first: bool) -> String {
-    match question_first {
-        false => r.prompt(),
-        true => task::text::prompt(&r.question, &r.problem),
-    }
-}
-
 /// Greedy-decodes every held-out problem and verifies it: prints and returns the per-op rows
 /// (answer accuracy / verified) and every completion.
 fn evaluate(
@@ -578,7 +560,6 @@ fn evaluate(
     records: &[task::dataset::Record],
     tok: &Tokenizer,
     opts: &VerifyOptions,
-    question_first: bool,
 ) -> Result<(Vec<serde_json::Value>, Vec<serde_json::Value>)> {
     let mut per_op: BTreeMap<u32, (u32, u32, u32)> = BTreeMap::new(); // n, answer ok, verified
     let mut rng = Rng::new(0);
@@ -586,7 +567,7 @@ fn evaluate(
     for chunk in records.chunks(64) {
         let prompts: Vec<Vec<u32>> = chunk
             .iter()
-            .map(|r| tok.encode(&prompt(r, question_first)))
+            .map(|r| tok.encode(&r.prompt()))
             .collect::<Result<_>>()?;
         let outs = generate(
             model,
@@ -605,7 +586,7 @@ fn evaluate(
             e.0 += 1;
             e.1 += sc.outcome as u32;
             e.2 += sc.verified as u32;
-            examples.push(serde_json::json!({"op": r.op, "prompt": prompt(r, question_first), "gold": r.solution, "completion": completion, "answer_ok": sc.outcome, "verified": sc.verified}));
+            examples.push(serde_json::json!({"op": r.op, "prompt": r.prompt(), "gold": r.solution, "completion": completion, "answer_ok": sc.outcome, "verified": sc.verified}));
         }
     }
     println!("| op | n | answer acc | verified |\n|---|---|---|---|");
