@@ -72,6 +72,11 @@ fn tiny_run_writes_report_checkpoint_and_completions() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
     assert_eq!(report["steps"], 4);
+    // The report holds the settings that defaults filled in, not only the flags given.
+    assert_eq!(report["train"]["batch_size"], 2);
+    assert_eq!(report["train"]["data_parallel"], 2);
+    assert_eq!(report["train"]["lr"], 1.4e-3);
+    assert_eq!(report["task"]["question_position"], "first");
     let per_op = report["per_op"].as_array().unwrap();
     assert_eq!(
         per_op
