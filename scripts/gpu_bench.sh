@@ -1,5 +1,5 @@
 #!/bin/bash
-# The CUDA benchmark session, in one call on a GPU machine (crates/lm/README.md, "Measured"):
+# The CUDA benchmark, in one call on a GPU machine (crates/lm/README.md, "Status on CUDA"):
 # CPU-vs-CUDA check, then ours and the PyTorch peer on bench-3m and on paper-100m, same GPU.
 #
 # Build here (no CUDA toolkit needed; CUDARC_CUDA_VERSION names the machine's CUDA, e.g. 13000 for 13.0):

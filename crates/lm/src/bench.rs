@@ -239,8 +239,8 @@ pub fn peak_rss() -> u64 {
 
 /// `lm-cli device-check [--device D]`: the same tiny-1m model (same seed) on the CPU and on device D:
 /// logits of a fixed batch, the losses of three training steps (CPU: host gradients; other devices: burn
-/// autodiff), and greedy completions. Prints the differences and fails above f32-rounding bounds, so a GPU
-/// session can tell in seconds whether that backend computes what the CPU does.
+/// autodiff), and greedy completions. Prints the differences and fails above f32-rounding bounds, so that one
+/// short run on a GPU machine tells whether that backend computes what the CPU does.
 pub fn device_check(args: &[String]) -> Result<()> {
     let mut device = DeviceSpec::Cuda(0);
     let mut it = args.iter();
