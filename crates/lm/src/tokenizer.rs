@@ -5,8 +5,9 @@
 //! * [`TokenizerKind::Word`]: one token per distinct pre-token of the corpus (`learnability.md`'s finding:
 //!   whole-number, word-level tokens train well at small scale; unseen words fall back to `[UNK]`);
 //! * [`TokenizerKind::Bpe`]: byte-level BPE of a target size (the paper's choice, ~2.2k), never `[UNK]`;
-//! * [`TokenizerKind::WordNames`] (`word+names`): `word`, plus every multi-word name of the task's three
-//!   contexts ("Cedar Valley", "adult blue jay", "total number of adult animals") as one token. A normalizer
+//! * [`TokenizerKind::WordNames`] (`word+names`): `word`, plus every multi-word name the caller lists (for the
+//!   task: the names of its three contexts, "Cedar Valley", "adult blue jay", "total number of adult animals")
+//!   as one token ([`Tokenizer::train_with_phrases`]; this crate knows nothing of the task). A normalizer
 //!   joins each name's words with `ǂ` (a letter to the pre-tokenizer, so the name stays one pre-token) and the
 //!   decoder turns `ǂ` back into spaces: exact for any text without a literal `ǂ`. A tiny model then binds an
 //!   item to its place across three tokens (`adultǂowl in CedarǂValley`) instead of five to seven, which is
@@ -95,12 +96,14 @@ fn split_specials(text: &str) -> Vec<String> {
     out
 }
 
-/// The multi-word names of the task's contexts, longest first (so that no name is joined inside a longer
-/// one), then alphabetical: a fixed order, so the same corpus gives the same `tokenizer.json`.
-fn task_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = task::Context::ALL
+/// The multi-word phrases among `phrases`, longest first (so that no name is joined inside a longer one),
+/// then alphabetical: a fixed order, so the same corpus and phrases give the same `tokenizer.json` whatever
+/// order the caller lists them in.
+fn joined_phrases<'a>(phrases: &[&'a str]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = phrases
         .iter()
-        .flat_map(|c| c.phrases())
+        .copied()
+        .filter(|p| p.trim().contains(' '))
         .collect();
     names.sort_by_key(|p| (std::cmp::Reverse(p.len()), *p));
     names.dedup();
@@ -108,7 +111,57 @@ fn task_names() -> Vec<&'static str> {
 }
 
 pub struct Tokenizer {
+    /// What `tokenizer.json` holds, normalizers included, so that other readers of the file (transformers)
+    /// get the same ids.
     inner: tokenizers::Tokenizer,
+    fast: Option<Fast>,
+}
+
+/// The `word+names` normalizers are one `Replace` per name, each a regex pass over the text: ~150 of them
+/// made encoding 200,000 problems take a minute. Joining the names with `str::replace` in the normalizers'
+/// order, then encoding with a copy of the tokenizer that has no normalizer, gives the same ids (tested)
+/// several times faster.
+struct Fast {
+    /// `inner` without its normalizer.
+    plain: tokenizers::Tokenizer,
+    /// (name, joined name), in the normalizers' order.
+    joins: Vec<(String, String)>,
+}
+
+impl Fast {
+    /// The fast path of a tokenizer whose normalizer is a sequence of plain-string `Replace`s (what
+    /// `word+names` writes); `None` for any other tokenizer.
+    fn of(inner: &tokenizers::Tokenizer) -> Option<Fast> {
+        let json = serde_json::to_value(inner.get_normalizer()?).ok()?;
+        let list = match json["type"].as_str()? {
+            "Sequence" => json["normalizers"].as_array()?.clone(),
+            _ => vec![json],
+        };
+        let joins = list
+            .iter()
+            .map(|n| {
+                (n["type"] == "Replace").then_some(())?;
+                Some((
+                    n["pattern"]["String"].as_str()?.to_string(),
+                    n["content"].as_str()?.to_string(),
+                ))
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let mut plain = inner.clone();
+        plain.with_normalizer(None::<NormalizerWrapper>);
+        Some(Fast { plain, joins })
+    }
+}
+
+/// `text` with each name replaced by its joined form, in order (as the `Replace` normalizers do).
+fn join_names<'t>(text: &'t str, joins: &[(String, String)]) -> std::borrow::Cow<'t, str> {
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for (from, to) in joins {
+        if out.contains(from.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(from.as_str(), to));
+        }
+    }
+    out
 }
 
 fn specials() -> Vec<AddedToken> {
@@ -119,11 +172,27 @@ fn specials() -> Vec<AddedToken> {
 }
 
 impl Tokenizer {
-    /// Trains on `texts` (deterministic: the same texts give the same `tokenizer.json`).
+    /// Trains on `texts` (deterministic: the same texts give the same `tokenizer.json`). `word+names` needs
+    /// its phrases: see [`Self::train_with_phrases`].
     pub fn train<S: AsRef<str> + Send>(
         kind: TokenizerKind,
         texts: impl Iterator<Item = S> + Send,
     ) -> Result<Self> {
+        Self::train_with_phrases(kind, texts, &[])
+    }
+
+    /// Trains on `texts`; with [`TokenizerKind::WordNames`], each multi-word phrase of `phrases` becomes one
+    /// token (other kinds ignore them).
+    pub fn train_with_phrases<S: AsRef<str> + Send>(
+        kind: TokenizerKind,
+        texts: impl Iterator<Item = S> + Send,
+        phrases: &[&str],
+    ) -> Result<Self> {
+        let phrases = joined_phrases(phrases);
+        ensure!(
+            kind != TokenizerKind::WordNames || !phrases.is_empty(),
+            "tokenizer `word+names` needs the multi-word names to join (none were given)"
+        );
         let byte_level = ByteLevel::new(false, true, true);
         let (model, mut trainer): (tokenizers::models::ModelWrapper, TrainerWrapper) = match kind {
             TokenizerKind::Word | TokenizerKind::WordNames => (
@@ -155,14 +224,14 @@ impl Tokenizer {
         };
         let mut inner = tokenizers::Tokenizer::new(model);
         inner.with_pre_tokenizer(Some(byte_level));
+        let joins: Vec<(String, String)> = match kind {
+            TokenizerKind::WordNames => phrases
+                .iter()
+                .map(|p| (p.to_string(), p.replace(' ', &NAME_JOINER.to_string())))
+                .collect(),
+            _ => vec![],
+        };
         if kind == TokenizerKind::WordNames {
-            let join = |p: &str| p.replace(' ', &NAME_JOINER.to_string());
-            let replaces = task_names()
-                .into_iter()
-                .map(|p| Ok(Replace::new(p, join(p))?.into()))
-                .collect::<tokenizers::Result<Vec<NormalizerWrapper>>>()
-                .map_err(|e| anyhow!("{e}"))?;
-            inner.with_normalizer(Some(NormalizerSequence::new(replaces)));
             let unjoin = Replace::new(NAME_JOINER.to_string(), " ").map_err(|e| anyhow!("{e}"))?;
             inner.with_decoder(Some(DecoderSequence::new(vec![
                 byte_level.into(),
@@ -173,14 +242,29 @@ impl Tokenizer {
         }
         inner.add_special_tokens(&specials());
         // Train on the text between special tokens, exactly the segments that encoding pre-tokenises (the
-        // trainer would otherwise count the special tokens as words and give them a second id).
-        let segments = texts.flat_map(|t| split_specials(t.as_ref()).into_iter());
+        // trainer would otherwise count the special tokens as words and give them a second id). Names are
+        // joined here rather than by the normalizers, which would do the same ~10x slower (see `Fast`).
+        let segments = texts.flat_map(|t| split_specials(&join_names(t.as_ref(), &joins)));
         inner
             .train(&mut trainer, segments)
             .map_err(|e| anyhow!("training the tokenizer: {e}"))?;
-        let tok = Tokenizer { inner };
+        if !joins.is_empty() {
+            let replaces = joins
+                .iter()
+                .map(|(from, to)| Ok(Replace::new(from.as_str(), to.as_str())?.into()))
+                .collect::<tokenizers::Result<Vec<NormalizerWrapper>>>()
+                .map_err(|e| anyhow!("{e}"))?;
+            inner.with_normalizer(Some(NormalizerSequence::new(replaces)));
+        }
+        let tok = Tokenizer::with_fast_path(inner);
         tok.check_specials().context("after training")?;
         Ok(tok)
+    }
+
+    /// `inner`, and for `word+names` the fast path that joins names itself.
+    fn with_fast_path(inner: tokenizers::Tokenizer) -> Tokenizer {
+        let fast = Fast::of(&inner);
+        Tokenizer { inner, fast }
     }
 
     fn check_specials(&self) -> Result<()> {
@@ -197,7 +281,7 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| anyhow!("reading tokenizer {}: {e}", path.display()))?;
-        let tok = Tokenizer { inner };
+        let tok = Tokenizer::with_fast_path(inner);
         tok.check_specials()
             .with_context(|| format!("{}", path.display()))?;
         Ok(tok)
@@ -222,9 +306,11 @@ impl Tokenizer {
 
     /// Token ids of `text`; no BOS/EOS is added (spec §4.2: pre-training text only gets an EOS appended).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .inner
-            .encode(text, false)
+        let encoding = match &self.fast {
+            Some(f) => f.plain.encode(join_names(text, &f.joins).as_ref(), false),
+            None => self.inner.encode(text, false),
+        };
+        Ok(encoding
             .map_err(|e| anyhow!("encoding: {e}"))?
             .get_ids()
             .to_vec())
@@ -251,8 +337,21 @@ mod tests {
         "<question> The number of sci-fi books in Oakridge equals 13. How many sci-fi books does Oakridge have? </question> <solution> Define sci-fi books in Oakridge as Q; so Q = 13. </solution> <answer> 13 </answer>[EOS]",
     ];
 
+    /// The task's names that the tests' texts use (the `task` crate lists them all; this crate does not
+    /// depend on it).
+    const NAMES: &[&str] = &[
+        "adult fox",
+        "adult wolf",
+        "Cedar Valley",
+        "sci-fi books",
+        "Pine Ridge",
+        "adult animals",
+        "total number of adult animals",
+        "Saint-Rivage",
+    ];
+
     fn round_trip(kind: TokenizerKind) -> Tokenizer {
-        let tok = Tokenizer::train(kind, CORPUS.iter()).unwrap();
+        let tok = Tokenizer::train_with_phrases(kind, CORPUS.iter(), NAMES).unwrap();
         for text in CORPUS {
             let ids = tok.encode(text).unwrap();
             assert_eq!(&tok.decode(&ids).unwrap(), text, "{kind:?}");
@@ -302,7 +401,7 @@ mod tests {
         // Names are joined longest first: the aggregate is one token, not "total number of" + "adult ...".
         let corpus =
             ["<question> What is the total number of adult animals in Pine Ridge? </question>"];
-        let t = Tokenizer::train(TokenizerKind::WordNames, corpus.iter()).unwrap();
+        let t = Tokenizer::train_with_phrases(TokenizerKind::WordNames, corpus.iter(), NAMES).unwrap();
         let ids = t.encode(corpus[0]).unwrap();
         let pieces: Vec<String> = ids.iter().map(|&i| t.id_to_token(i).unwrap()).collect();
         assert!(
@@ -310,6 +409,40 @@ mod tests {
             "{pieces:?}"
         );
         assert_eq!(t.decode(&ids).unwrap(), corpus[0]);
+    }
+
+    #[test]
+    fn word_names_fast_path_gives_the_normalizers_ids() {
+        let mut texts: Vec<String> = CORPUS.iter().map(|s| s.to_string()).collect();
+        // Names next to punctuation, inside longer names, at the ends, repeated, and near-misses.
+        texts.push(" adult fox adult foxes Cedar Valley, Cedar  Valley.the total number of adult animals".into());
+        texts.push("adult wolf in Pine Ridge equals adult fox in Pine Ridge".into());
+        let tok = Tokenizer::train_with_phrases(TokenizerKind::WordNames, texts.iter(), NAMES).unwrap();
+        assert!(tok.fast.is_some());
+        for t in &texts {
+            let slow = tok.inner.encode(t.as_str(), false).unwrap().get_ids().to_vec();
+            assert_eq!(tok.encode(t).unwrap(), slow, "{t}");
+        }
+        // The same after a round trip through tokenizer.json.
+        let path = std::env::temp_dir().join(format!("lm-tok-fast-{}.json", std::process::id()));
+        tok.save(&path).unwrap();
+        let again = Tokenizer::from_file(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(again.fast.is_some());
+        assert_eq!(again.encode(&texts[2]).unwrap(), tok.encode(&texts[2]).unwrap());
+        assert!(Tokenizer::train(TokenizerKind::Word, texts.iter()).unwrap().fast.is_none());
+    }
+
+    #[test]
+    fn word_names_needs_phrases_and_ignores_their_order() {
+        let err = Tokenizer::train(TokenizerKind::WordNames, CORPUS.iter())
+            .err()
+            .expect("no phrases");
+        assert!(err.to_string().contains("word+names"), "{err}");
+        let reversed: Vec<&str> = NAMES.iter().rev().copied().collect();
+        let a = Tokenizer::train_with_phrases(TokenizerKind::WordNames, CORPUS.iter(), NAMES);
+        let b = Tokenizer::train_with_phrases(TokenizerKind::WordNames, CORPUS.iter(), &reversed);
+        assert_eq!(a.unwrap().to_json().unwrap(), b.unwrap().to_json().unwrap());
     }
 
     #[test]

@@ -127,6 +127,25 @@ pub struct TrainState {
     pub tokens_seen: u64,
     pub cursor: Cursor,
     pub config: TrainConfig,
+    /// Seconds spent training under a wall-clock budget ([`Trainer::run_for`]) over every attempt of this run
+    /// (a resumed run counts the killed attempts' time against the budget); 0 without one.
+    #[serde(default)]
+    pub train_seconds: f64,
+    /// How a wall-clock budget sized the schedule ([`Trainer::run_for`]); `None` for a fixed token budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sized: Option<SizedSchedule>,
+}
+
+/// A schedule sized to a wall-clock budget from the measured speed of the first steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SizedSchedule {
+    /// The token budget before sizing: the schedule never grows past it.
+    pub token_cap: u64,
+    /// Seconds per step that the last sizing measured.
+    pub seconds_per_step: f64,
+    /// The second (final) sizing happened: a resumed run keeps this schedule instead of sizing again, so
+    /// that it finishes the schedule that the killed attempt started.
+    pub last: bool,
 }
 
 /// What [`Trainer::run`] reports.
@@ -141,6 +160,15 @@ pub enum TrainEvent {
     Checkpoint {
         step: usize,
     },
+    /// A wall-clock budget (re)sized the schedule to `total_steps`.
+    Schedule {
+        step: usize,
+        total_steps: usize,
+        seconds_per_step: f64,
+    },
+    /// The wall-clock budget ran out before the schedule's end (a slower machine than the sizing
+    /// measured): training stops here, with a checkpoint.
+    OutOfTime { step: usize, total_steps: usize },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -280,6 +308,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                 tokens_seen: 0,
                 cursor: Cursor { epoch: 0, block: 0 },
                 config,
+                train_seconds: 0.0,
+                sized: None,
             },
             device,
             host_ws: vec![host_train::Workspace::new()],
@@ -506,29 +536,100 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// (which may return `Err` to stop, e.g. on a stop request; the last checkpoint then resumes the run).
     pub fn run(
         &mut self,
+        held_out: Option<&mut PackedData>,
+        ckpt_dir: &Path,
+        on_event: impl FnMut(&TrainEvent) -> Result<()>,
+    ) -> Result<()> {
+        self.run_for(held_out, ckpt_dir, None, on_event)
+    }
+
+    /// [`Self::run`], with a wall-clock budget of `train_seconds` seconds of training over all attempts of
+    /// the run (`None`: the token budget alone). The cosine schedule must end when time does, so it is sized
+    /// twice from measured speed: after this attempt's steps 6-25 (so that the warm-up starts early), then
+    /// after steps 101-300, when the first steps' slowness (allocation, thread start) no longer skews it
+    /// (sized from steps 6-25 alone, a 13-minute schedule had ~20 % too few steps). The configured token
+    /// budget caps it. A machine that slows down later stops the run at 105 % of the budget, checkpointed.
+    /// Unlike a token budget this is not reproducible: `training.json` records the steps for a rerun.
+    pub fn run_for(
+        &mut self,
         mut held_out: Option<&mut PackedData>,
         ckpt_dir: &Path,
+        train_seconds: Option<f64>,
         mut on_event: impl FnMut(&TrainEvent) -> Result<()>,
     ) -> Result<()> {
-        let tc = self.state.config.clone();
-        let total = tc.total_steps();
-        while self.state.step < total {
+        const SIZING: [(usize, usize); 2] = [(5, 25), (100, 300)];
+        let (first_step, seconds_before) = (self.state.step, self.state.train_seconds);
+        let started = std::time::Instant::now();
+        let mut window_start = 0.0;
+        if train_seconds.is_some() && self.state.sized.is_none() {
+            self.state.sized = Some(SizedSchedule {
+                token_cap: self.state.config.token_budget,
+                seconds_per_step: 0.0,
+                last: false,
+            });
+        }
+        let sizing = |t: &Trainer<B>| {
+            train_seconds.is_some() && t.state.sized.is_some_and(|s| !s.last)
+        };
+        // Until the first sizing the schedule is the token cap's (its warm-up keeps the first steps' rate low).
+        while self.state.step < self.state.config.total_steps() {
             let s = self.step();
+            if train_seconds.is_some() {
+                // Counted only under a time budget: a token-budget run's state stays bit-reproducible.
+                self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+            }
             on_event(&TrainEvent::Step(s))?;
+            let here = s.step - first_step;
+            if let Some(budget) = train_seconds.filter(|_| sizing(self)) {
+                let elapsed = started.elapsed().as_secs_f64();
+                for (i, &(from, to)) in SIZING.iter().enumerate() {
+                    if here == from {
+                        window_start = elapsed;
+                    }
+                    if here == to {
+                        let per_step = (elapsed - window_start) / (to - from) as f64;
+                        let left = (budget - self.state.train_seconds).max(0.0);
+                        let steps = s.step as u64 + (left / per_step) as u64;
+                        let sized = self.state.sized.as_mut().expect("set above");
+                        self.state.config.token_budget = (steps
+                            * self.state.config.tokens_per_step())
+                        .min(sized.token_cap)
+                        .max(s.step as u64 * self.state.config.tokens_per_step());
+                        sized.seconds_per_step = per_step;
+                        sized.last = i == SIZING.len() - 1;
+                        on_event(&TrainEvent::Schedule {
+                            step: s.step,
+                            total_steps: self.state.config.total_steps(),
+                            seconds_per_step: per_step,
+                        })?;
+                    }
+                }
+            }
+            let out_of_time = train_seconds.is_some_and(|b| self.state.train_seconds > 1.05 * b)
+                && s.step < self.state.config.total_steps();
+            if out_of_time {
+                // The rest of the schedule is given up: a resume must not train it either.
+                on_event(&TrainEvent::OutOfTime {
+                    step: s.step,
+                    total_steps: self.state.config.total_steps(),
+                })?;
+                self.state.config.token_budget = s.step as u64 * self.state.config.tokens_per_step();
+            }
+            let tc = &self.state.config;
+            let last = s.step >= tc.total_steps();
             if tc.eval_every > 0
-                && (s.step.is_multiple_of(tc.eval_every) || s.step == total)
+                && (s.step.is_multiple_of(tc.eval_every) || last)
                 && let Some(h) = held_out.as_deref_mut()
             {
-                let loss = self.eval_loss(h, tc.eval_blocks);
+                let loss = self.eval_loss(h, self.state.config.eval_blocks);
                 on_event(&TrainEvent::Eval {
                     step: s.step,
                     tokens_seen: s.tokens_seen,
                     loss,
                 })?;
             }
-            if (tc.checkpoint_every > 0 && s.step.is_multiple_of(tc.checkpoint_every))
-                || s.step == total
-            {
+            let every = self.state.config.checkpoint_every;
+            if (every > 0 && s.step.is_multiple_of(every)) || last {
                 self.save(ckpt_dir)?;
                 on_event(&TrainEvent::Checkpoint { step: s.step })?;
             }
@@ -736,6 +837,60 @@ mod tests {
         cfg.vocab_size = tok.vocab_size();
         let data = PackedData::new(docs, tc.loss_on, tc.packing, tc.seq_len, tc.seed, true);
         (tok, cfg, data)
+    }
+
+    #[test]
+    fn a_wall_clock_budget_sizes_the_schedule_within_the_token_cap_and_a_resume_keeps_it() {
+        let tc = TrainConfig {
+            seq_len: 24,
+            batch_size: 2,
+            token_budget: 320 * 48,
+            checkpoint_every: 100,
+            ..Default::default()
+        };
+        let texts = corpus(12);
+        let (_, cfg, data) = setup(&tc, &texts);
+        let device = Default::default();
+        let dir = std::env::temp_dir().join(format!("lm-wall-clock-{}", std::process::id()));
+        let new = |tc: &TrainConfig, data| {
+            Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc.clone(), data, device)
+        };
+        // An hour for 320 tiny steps: both sizings happen, and the token budget caps the schedule.
+        let mut t = new(&tc, data);
+        let mut schedules = vec![];
+        t.run_for(None, &dir, Some(3600.0), |e| {
+            if let TrainEvent::Schedule { step, total_steps, .. } = *e {
+                schedules.push((step, total_steps));
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(schedules, [(25, 320), (300, 320)]);
+        assert_eq!(t.state.step, 320);
+        let sized = t.state.sized.expect("sized");
+        assert!(sized.last && sized.token_cap == 320 * 48 && sized.seconds_per_step > 0.0);
+        assert!(t.state.train_seconds > 0.0);
+        // Resuming the finished run trains nothing more and keeps its schedule.
+        let (_, _, data) = setup(&tc, &texts);
+        let mut again = Trainer::<B>::resume(&dir, data, device).unwrap();
+        again.run_for(None, &dir, Some(3600.0), |_| Ok(())).unwrap();
+        assert_eq!((again.state.step, again.state.sized), (320, Some(sized)));
+        // No time at all: the first step is over the budget, and the run stops there, checkpointed, with a
+        // schedule that a resume does not continue.
+        let (_, _, data) = setup(&tc, &texts);
+        let mut late = new(&tc, data);
+        let mut out_of_time = vec![];
+        late.run_for(None, &dir, Some(0.0), |e| {
+            if let TrainEvent::OutOfTime { step, .. } = *e {
+                out_of_time.push(step);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((out_of_time, late.state.step, late.config().total_steps()), (vec![1], 1, 1));
+        let (_, _, data) = setup(&tc, &texts);
+        assert!(Trainer::<B>::resume(&dir, data, device).unwrap().done());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
