@@ -41,11 +41,13 @@ pub struct PretrainConfig {
     #[serde(default = "default_held_out")]
     pub held_out: usize,
     /// Tokenizer trained on the corpus: `word` (whole words and numbers, punctuation split), `word+names`
-    /// (`word`, with each multi-word name of the task as one token) or `bpe:N` (byte-level BPE with N
-    /// tokens; the paper's is ~2,200).
+    /// (`word`, with each multi-word name of the task as one token: the learnability recipe's, which binds an
+    /// item to its place in 3 tokens instead of 5-7) or `bpe:N` (byte-level BPE with N tokens; the paper's is
+    /// ~2,200).
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
-    /// Model shape: `tiny-0.4m`, `tiny-1m`, `bench-3m`, `small-10m` or `paper-100m` (the vocabulary comes from the tokenizer).
+    /// Model shape: `tiny-0.4m` (the learnability recipe's), `tiny-1m`, `bench-3m`, `small-10m` or
+    /// `paper-100m` (the vocabulary comes from the tokenizer).
     #[serde(default = "default_model")]
     pub model: String,
     /// The optimisation.
@@ -68,7 +70,9 @@ pub struct MidtrainConfig {
     pub train: TrainSettings,
 }
 
-/// Optimisation settings shared by both stages.
+/// Optimisation settings shared by both stages. The defaults are the learnability recipe's (op 2-4 of the
+/// `cpu` task preset learnt on 2 CPU cores in under 15 minutes: see `pipelines/learnability.toml`), with a
+/// token budget of about what it trains on in that time.
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSettings {
@@ -78,8 +82,16 @@ pub struct TrainSettings {
     pub batch_size: usize,
     /// Micro-batches per optimizer step.
     pub grad_accum: usize,
-    /// Stop after this many training tokens (whole steps).
+    /// Stop after this many training tokens (whole steps). With `max_minutes`, the most the schedule may
+    /// grow to.
     pub token_budget: u64,
+    /// A wall-clock budget: minutes from the stage's start (reading the corpus and training the tokenizer
+    /// count) to the end of training. The cosine schedule is sized to fit from the speed of the first steps
+    /// (at most `token_budget`), so the number of steps depends on the machine: `training.json` records it,
+    /// and a `token_budget` of that many steps reruns the same schedule reproducibly. Unset: the token budget
+    /// alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_minutes: Option<f64>,
     /// Peak learning rate, reached after the warm-up.
     pub lr: f64,
     /// The cosine schedule ends here.
@@ -119,23 +131,24 @@ pub struct TrainSettings {
 impl Default for TrainSettings {
     fn default() -> Self {
         TrainSettings {
-            seq_len: 256,
-            batch_size: 16,
+            seq_len: 512,
+            batch_size: 2,
             grad_accum: 1,
-            token_budget: 2_000_000,
-            lr: 1e-3,
-            min_lr: 1e-4,
-            warmup_frac: 0.05,
+            token_budget: 20_000_000,
+            max_minutes: None,
+            lr: 1.4e-3,
+            min_lr: 1.4e-4,
+            warmup_frac: 0.03,
             weight_decay: 0.1,
             beta1: 0.9,
             beta2: 0.95,
             grad_clip: 1.0,
-            loss_on: LossOnSetting::All,
+            loss_on: LossOnSetting::Solution,
             packing: PackingSetting::Whole,
-            document_mask: false,
-            eval_every: 50,
+            document_mask: true,
+            eval_every: 1000,
             eval_blocks: 8,
-            checkpoint_every: 50,
+            checkpoint_every: 1000,
             data_parallel: 2,
         }
     }
@@ -171,10 +184,10 @@ fn default_held_out() -> usize {
     200
 }
 fn default_tokenizer() -> String {
-    "word".into()
+    "word+names".into()
 }
 fn default_model() -> String {
-    "bench-3m".into()
+    "tiny-0.4m".into()
 }
 
 impl TrainSettings {
@@ -208,6 +221,12 @@ impl TrainSettings {
             (0.0..1.0).contains(&self.warmup_frac),
             "config `train.warmup_frac`: expected in [0, 1)"
         );
+        if let Some(m) = self.max_minutes {
+            ensure!(
+                m.is_finite() && m > 0.0,
+                "config `train.max_minutes` = {m}: expected a positive number of minutes"
+            );
+        }
         Ok(TrainConfig {
             seq_len: self.seq_len,
             batch_size: self.batch_size,
@@ -336,6 +355,8 @@ fn train<B: AutodiffBackend>(
     start: Start,
     device: B::Device,
 ) -> anyhow::Result<()> {
+    // The wall-clock budget counts from here: reading the corpus and the tokenizer are part of the cost.
+    let stage_start = std::time::Instant::now();
     let seed = ctx.seed();
     let train_config = settings.to_train_config(seed)?;
     let ckpt = ctx.ckpt_dir().join("trainer");
@@ -367,16 +388,18 @@ fn train<B: AutodiffBackend>(
         _ if resuming => Tokenizer::from_file(&ckpt.join("tokenizer.json"))?,
         Start::Scratch { tokenizer, .. } => {
             let kind: TokenizerKind = tokenizer.parse().context("config `tokenizer`")?;
-            Tokenizer::train(kind, train_texts.iter())?
+            Tokenizer::train_with_phrases(kind, train_texts.iter(), &task_names())?
         }
         Start::From(dir) => Tokenizer::from_file(&dir.join("tokenizer.json"))?,
     };
     if let Start::From(dir) = &start {
         base_tokens = previous_total_tokens(dir)?;
     }
+    // In parallel: encoding 200,000 texts through the `word+names` normalizers takes a minute on one core.
     let encode = |texts: &[String]| {
+        use rayon::prelude::*;
         texts
-            .iter()
+            .par_iter()
             .map(|t| tokenizer.encode(t))
             .collect::<anyhow::Result<Vec<_>>>()
     };
@@ -454,10 +477,21 @@ fn train<B: AutodiffBackend>(
     };
 
     // ---- train: every step reported, checkpoints as configured, a stop request ends at the last one
-    let total = trainer.config().total_steps() as u64;
+    let mut total = trainer.config().total_steps() as u64;
     let mut last_loss = f64::NAN;
     let mut last_held_out = None;
-    trainer.run(held.as_mut(), &ckpt, |event| {
+    let train_seconds = settings
+        .max_minutes
+        .map(|m| m * 60.0 - stage_start.elapsed().as_secs_f64());
+    if let Some(t) = train_seconds {
+        ctx.log(format!(
+            "{:.0} s of the {}-minute budget left for training after setup; the schedule is sized from \
+             the first steps' speed",
+            t.max(0.0),
+            settings.max_minutes.unwrap_or_default()
+        ));
+    }
+    trainer.run_for(held.as_mut(), &ckpt, train_seconds, |event| {
         match *event {
             TrainEvent::Step(s) => {
                 last_loss = s.loss;
@@ -473,6 +507,21 @@ fn train<B: AutodiffBackend>(
                 ctx.metric(step as u64, "held_out/loss", loss);
             }
             TrainEvent::Checkpoint { step } => ctx.checkpointed(step as u64),
+            TrainEvent::Schedule {
+                step,
+                total_steps,
+                seconds_per_step,
+            } => {
+                total = total_steps as u64;
+                ctx.log(format!(
+                    "schedule sized to the wall-clock budget at step {step}: {total_steps} steps \
+                     ({seconds_per_step:.4} s/step)"
+                ));
+            }
+            TrainEvent::OutOfTime { step, total_steps } => ctx.warn(format!(
+                "the wall-clock budget ran out at step {step} of {total_steps}: training stops early \
+                 (the machine ran slower than the first steps measured)"
+            )),
         }
         ctx.check_stop()
     })?;
@@ -487,6 +536,9 @@ fn train<B: AutodiffBackend>(
         "base_tokens_seen": base_tokens,
         "total_tokens_seen": base_tokens + trainer.state.tokens_seen,
         "final_train_loss": last_loss,
+        "train_seconds": trainer.state.train_seconds,
+        "schedule_sized": trainer.state.sized,
+        "stage_seconds": stage_start.elapsed().as_secs_f64(),
         "final_held_out_loss": last_held_out,
         "parameters": trainer.model_config.num_params(),
         "dataset": dataset,
@@ -501,6 +553,14 @@ fn train<B: AutodiffBackend>(
         base_tokens + trainer.state.tokens_seen
     ));
     Ok(())
+}
+
+/// The multi-word names of the task's contexts, which the `word+names` tokenizer keeps as one token each.
+fn task_names() -> Vec<&'static str> {
+    task::Context::ALL
+        .iter()
+        .flat_map(|c| c.phrases())
+        .collect()
 }
 
 /// The training tokens behind a model directory (0 for a model this project did not train).
