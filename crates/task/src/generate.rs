@@ -14,13 +14,16 @@
 //!   alias nodes whose own edge op(G) does not count, which is the same count;
 //! * layer-2 of d=3 connects every item type; the reference draws those edges at random.
 //!
-//! Reverse mode (`forwardreverse`): the reference's `reverse_generator.py` was not available, so its text is
-//! rebuilt from the paper's verbatim examples (paper-spec §2.4, §2.6) and reproduces them word for word: the
-//! forward graph is drawn as above; the unknown `x` is a constant-only leaf of the solution path; its sentence
-//! becomes "The number of X exists, and its number is greater than 0", the query's value is stated ("The Q equals
-//! v"), the question asks for X (so answers are 1..number_range-1), every step carries a linear expression in x,
-//! and the equation tail solves `a*x + b = v`. Samples where x cancels out (a = 0) or a product is not linear are
-//! rejected.
+//! Reverse mode (`forwardreverse`) follows the released `reverse_generator.py` (`drawAllEquan`): the forward graph is
+//! drawn as above except that small graphs (s <= 5) have layers at most 3 wide instead of at least 2; the unknown
+//! `x` is the last constant-only instance parameter of the solution order; its sentence becomes "The number of X
+//! exists, and its number is greater than 0", the query's value is stated ("The Q equals v"), the question asks
+//! for X (so answers are 1..number_range-1), letters come from A-Z, a-z without x and X, and every step carries a
+//! linear form in x written as sympy prints it, in the generator's own text: `u = x = x; so w = 3 * u = (3) * (x)
+//! = 3*x`, `so b = K - x = (4) - (x) = 4 - x`, `U = x + A = x + x + 2 = 2*x + 2`. The equation tail is its
+//! solver's: `Simplifying the equation: ... Move all terms to one side: ... Isolate the term with x: 1*x = 2.
+//! Divide both sides by 1: x = 2 / 1. Solution: x = 2.` Samples where x cancels out (a = 0) or a product is not
+//! linear are rejected.
 
 use crate::config::{Letters, Mode, SolutionOrder, TaskConfig};
 use crate::context::{Context, ContextNames};
@@ -129,6 +132,8 @@ struct Work {
     /// Numeric values of the solution path (the reverse-mode x included).
     num: [i64; MAXP],
     pool: Vec<u8>,
+    /// Abstract parameters in the order `drawNecessary1` added them.
+    abs_order: Vec<u8>,
     tmp: Vec<u8>,
     weights: Vec<f64>,
     edges: Vec<(u8, u8)>,
@@ -179,6 +184,7 @@ impl Work {
             val: [Lin::default(); MAXP],
             num: [0; MAXP],
             pool: Vec::new(),
+            abs_order: Vec::new(),
             tmp: Vec::new(),
             weights: Vec::new(),
             edges: Vec::new(),
@@ -347,9 +353,16 @@ fn attempt_once(
     width_weights(s as u32, cfg.ip_max, cfg.max_width, &mut w.weights);
     let mut t0 = 1 + rng.weighted(&w.weights);
     let mut t1 = 1 + rng.weighted(&w.weights);
-    if s <= 5 && d == 2 {
-        t0 = t0.max(2.min(cfg.max_width));
-        t1 = t1.max(2.min(cfg.max_width));
+    // Small graphs: the forward generator (`drawAll`) widens both layers to at least 2, the reverse one
+    // (`drawAllEquan`) narrows them to at most 3, so a reverse problem at op 2 often has a single entity or type.
+    if s <= 5 {
+        if spec.mode == Mode::Reverse {
+            t0 = t0.min(3);
+            t1 = t1.min(3);
+        } else if d == 2 {
+            t0 = t0.max(2.min(cfg.max_width));
+            t1 = t1.max(2.min(cfg.max_width));
+        }
     }
     let (w0, w1) = (t0.min(t1), t0.max(t1));
     let lo = ((d - 1) * w0) as i64;
@@ -367,7 +380,7 @@ fn attempt_once(
     build_params(w);
     // 4. Necessary graph.
     necessary1(rng, w, n as u32, m as u32)?;
-    necessary2(rng, w)?;
+    necessary2(rng, w, spec.mode == Mode::Reverse)?;
     if w.topo.len() == 2 && rng.chance(0.5) {
         adding_parameter(rng, w)?;
     }
@@ -382,7 +395,7 @@ fn attempt_once(
     }
     // 5. Values and the filter.
     let x = if spec.mode == Mode::Reverse {
-        Some(choose_unknown(rng, w)?)
+        Some(choose_unknown(w)?)
     } else {
         None
     };
@@ -538,6 +551,7 @@ fn necessary1(rng: &mut Rng, w: &mut Work, n: u32, m: u32) -> Attempt<()> {
     }
     let levels: &[usize] = if w.d == 3 { &[1, 0] } else { &[0] };
     let mut g = 0u64;
+    w.abs_order.clear();
     loop {
         let mut updated = false;
         for &lv in levels {
@@ -549,6 +563,7 @@ fn necessary1(rng: &mut Rng, w: &mut Work, n: u32, m: u32) -> Attempt<()> {
             let cand = g | w.closure(sel);
             if w.op_of(cand) <= n {
                 g = cand;
+                w.abs_order.push(sel);
                 updated = true;
                 break;
             }
@@ -623,7 +638,9 @@ fn biased(rng: &mut Rng, w: &mut Work, from: u64, next1: u64) -> u8 {
 }
 
 /// `drawNecessary2`: build the solution order backwards from a sink, wiring extra dependency edges.
-fn necessary2(rng: &mut Rng, w: &mut Work) -> Attempt<()> {
+/// With `prefer_total` (the reverse generator), the query is the first-added aggregate among the sinks when there
+/// is one (a d=3 total first), so the value the problem states is usually a total.
+fn necessary2(rng: &mut Rng, w: &mut Work, prefer_total: bool) -> Attempt<()> {
     let mut rev: Vec<u8> = std::mem::take(&mut w.topo);
     rev.clear();
     let mut tmask = 0u64;
@@ -634,7 +651,21 @@ fn necessary2(rng: &mut Rng, w: &mut Work) -> Attempt<()> {
             w.topo = rev;
             return Err(Reject);
         }
-        let p0 = pick(rng, from);
+        let preferred = if prefer_total && rev.is_empty() {
+            let sink = |k: Kind| {
+                w.abs_order
+                    .iter()
+                    .copied()
+                    .find(|&a| from & bit(a) != 0 && w.params[a as usize].kind == k)
+            };
+            sink(Kind::Total3).or_else(|| sink(Kind::Total))
+        } else {
+            None
+        };
+        let p0 = match preferred {
+            Some(p) => p,
+            None => pick(rng, from),
+        };
         rev.push(p0);
         tmask |= bit(p0);
         let (n1, n2, rest) = next_sets(w, tmask);
@@ -750,19 +781,16 @@ fn necessary3(rng: &mut Rng, w: &mut Work, s: u32) -> Attempt<()> {
     Ok(())
 }
 
-/// Reverse mode: the unknown x is a constant-only leaf of the solution path other than the query.
-fn choose_unknown(rng: &mut Rng, w: &mut Work) -> Attempt<u8> {
+/// Reverse mode: the unknown x is the last constant-only instance parameter of the solution order (the released
+/// generator's `oneparameterquery` scans the order from its end), never the query.
+fn choose_unknown(w: &Work) -> Attempt<u8> {
     let query = *w.topo.last().unwrap();
-    w.tmp.clear();
-    for &p in &w.topo {
-        if p != query && !w.is_abstract(p) && w.parents(p).iter().all(|q| *q == RNG_NODE) {
-            w.tmp.push(p);
-        }
-    }
-    if w.tmp.is_empty() {
-        return Err(Reject);
-    }
-    Ok(w.tmp[rng.below(w.tmp.len())])
+    w.topo
+        .iter()
+        .rev()
+        .copied()
+        .find(|&p| p != query && !w.is_abstract(p) && w.parents(p).iter().all(|q| *q == RNG_NODE))
+        .ok_or(Reject)
 }
 
 fn name_allows_zero(w: &Work, p: u8) -> bool {
@@ -985,7 +1013,8 @@ impl LetterPool {
     fn new(style: Letters, reserve_x: bool) -> LetterPool {
         let mut left: Vec<u8> = (b'A'..=b'Z')
             .chain(b'a'..=b'z')
-            .filter(|c| !(reserve_x && *c == b'x'))
+            // The released reverse generator draws from A-Z, a-z without x and X.
+            .filter(|c| !(reserve_x && (*c == b'x' || *c == b'X')))
             .collect();
         if style == Letters::Sequential {
             left.reverse();
@@ -1043,20 +1072,27 @@ impl Arith {
     }
 }
 
-/// `3*x + 2`, `x`, `-x - 1`, `12`.
+/// `3*x + 2`, `x`, `-x - 1`, `3 - x`, `12`: a form as sympy prints it (the released generator prints its forms with
+/// sympy), whose one departure from `a*x + b` order is a positive constant first when the x term is negative.
 fn push_lin(out: &mut String, l: Lin) {
     use std::fmt::Write;
     if l.a == 0 {
         let _ = write!(out, "{}", l.b);
         return;
     }
-    match l.a {
+    let term = |out: &mut String, a: i64| match a {
         1 => out.push('x'),
         -1 => out.push_str("-x"),
         a => {
             let _ = write!(out, "{a}*x");
         }
+    };
+    if l.a < 0 && l.b > 0 {
+        let _ = write!(out, "{} - ", l.b);
+        term(out, -l.a);
+        return;
     }
+    term(out, l.a);
     if l.b > 0 {
         let _ = write!(out, " + {}", l.b);
     } else if l.b < 0 {
@@ -1093,9 +1129,12 @@ impl Operand {
     }
 }
 
-/// `so L = A + B = 3 + 4 = 7`; a copy is `L = A = 3`; a literal is `L = 3`.
+/// `so L = A + B = 3 + 4 = 7`; a copy is `L = A = 3`; a literal is `L = 3`. With `rev` (reverse mode), the
+/// released reverse generator's text: a sum shows its operands' forms as they are (`x + 2 + 3*x`), a difference
+/// and a product put each in parentheses (`(4) - (x)`, `(3) * (x + 2)`).
 fn push_assign(
     out: &mut String,
+    rev: bool,
     so: bool,
     lhs: u8,
     a: Operand,
@@ -1127,11 +1166,22 @@ fn push_assign(
             out.push(' ');
             push_sym(out, b);
             out.push_str(" = ");
-            push_operand(out, a.value());
+            let shown = |out: &mut String, v: Lin| {
+                if !rev {
+                    push_operand(out, v);
+                } else if o == b'+' {
+                    push_lin(out, v);
+                } else {
+                    out.push('(');
+                    push_lin(out, v);
+                    out.push(')');
+                }
+            };
+            shown(out, a.value());
             out.push(' ');
             out.push(o as char);
             out.push(' ');
-            push_operand(out, b.value());
+            shown(out, b.value());
             out.push_str(" = ");
         }
     }
@@ -1149,6 +1199,7 @@ fn render(
     let ar = Arith {
         modulus: cfg.modulus,
     };
+    let rev = x.is_some();
     // The problem's sentences: one per instance parameter of the structure graph (ascending), plus the
     // reverse-mode statement of the query's value. `slot[i]` is sentence i's place in the problem: drawn here
     // when the solution follows the problem's order, else by the shuffle at the end (the paper's draw order).
@@ -1174,19 +1225,21 @@ fn render(
     let query = *w.topo.last().unwrap();
     if let Some(xp) = x {
         letter[xp as usize] = b'x';
-        sol.push_str("The question is difficult, so we use equations to solve it. Define ");
-        w.push_name(&mut sol, xp);
-        sol.push_str(" as x; we don't know its value yet but will find it out later. ");
-        nodes.push(GoldNode {
-            name: w.name(xp),
-            parents: Vec::new(),
-            value: "x".into(),
-        });
+        sol.push_str("The question is difficult, so we use equations to solve it. ");
     }
     let mut q = [0u8; MAXPAR];
     for ti in 0..w.topo.len() {
         let p = w.topo[ti];
+        // The unknown is defined where the solution order reaches it (not always first).
         if Some(p) == x {
+            sol.push_str("Define ");
+            w.push_name(&mut sol, p);
+            sol.push_str(" as x; we don't know its value yet but will find it out later. ");
+            nodes.push(GoldNode {
+                name: w.name(p),
+                parents: Vec::new(),
+                value: "x".into(),
+            });
             continue;
         }
         let pu = p as usize;
@@ -1230,20 +1283,28 @@ fn render(
                 match k {
                     0 => {
                         let v = Lin { a: 0, b: det.c };
-                        push_assign(&mut sol, true, own, Operand::Const(det.c), None, v);
+                        push_assign(&mut sol, rev, true, own, Operand::Const(det.c), None, v);
                         acc = Operand::Var(own, v);
                     }
                     1 => {
                         let l = next_lhs(step, rng, &mut letters)?;
                         let v = w.val[q[0] as usize];
-                        push_assign(&mut sol, l == own, l, var(q[0]), None, v);
+                        push_assign(&mut sol, rev, l == own, l, var(q[0]), None, v);
                         acc = Operand::Var(l, v);
                     }
                     2 => {
                         let l = next_lhs(step, rng, &mut letters)?;
                         let o = if det.minus { b'-' } else { b'+' };
                         let v = ar.apply(w.val[q[0] as usize], o, w.val[q[1] as usize]);
-                        push_assign(&mut sol, l == own, l, var(q[0]), Some((o, var(q[1]))), v);
+                        push_assign(
+                            &mut sol,
+                            rev,
+                            l == own,
+                            l,
+                            var(q[0]),
+                            Some((o, var(q[1]))),
+                            v,
+                        );
                         acc = Operand::Var(l, v);
                     }
                     _ => {
@@ -1254,7 +1315,7 @@ fn render(
                             }
                             let l = next_lhs(step, rng, &mut letters)?;
                             let v = ar.apply(acc.value(), b'+', w.val[qi as usize]);
-                            push_assign(&mut sol, l == own, l, acc, Some((b'+', var(qi))), v);
+                            push_assign(&mut sol, rev, l == own, l, acc, Some((b'+', var(qi))), v);
                             acc = Operand::Var(l, v);
                             step += 1;
                         }
@@ -1266,6 +1327,7 @@ fn render(
                     let v = ar.apply(Lin { a: 0, b: det.c }, o, acc.value());
                     push_assign(
                         &mut sol,
+                        rev,
                         true,
                         own,
                         Operand::Const(det.c),
@@ -1280,7 +1342,15 @@ fn render(
                     parents_out.push(w.name(c));
                 }
                 if ps.len() == 1 {
-                    push_assign(&mut sol, true, own, var(ps[0]), None, w.val[ps[0] as usize]);
+                    push_assign(
+                        &mut sol,
+                        rev,
+                        true,
+                        own,
+                        var(ps[0]),
+                        None,
+                        w.val[ps[0] as usize],
+                    );
                 } else {
                     let mut acc = var(ps[0]);
                     for i in 1..ps.len() {
@@ -1290,7 +1360,7 @@ fn render(
                         let last = i + 1 == ps.len();
                         let l = if last { own } else { letters.take(rng)? };
                         let v = ar.apply(acc.value(), b'+', w.val[ps[i] as usize]);
-                        push_assign(&mut sol, last, l, acc, Some((b'+', var(ps[i]))), v);
+                        push_assign(&mut sol, rev, last, l, acc, Some((b'+', var(ps[i]))), v);
                         acc = Operand::Var(l, v);
                     }
                 }
@@ -1309,7 +1379,15 @@ fn render(
                     let l = if pairs == 1 { own } else { letters.take(rng)? };
                     let (cnt, avg) = (ps[2 * i], ps[2 * i + 1]);
                     let v = ar.apply(w.val[cnt as usize], b'*', w.val[avg as usize]);
-                    push_assign(&mut sol, pairs == 1, l, var(cnt), Some((b'*', var(avg))), v);
+                    push_assign(
+                        &mut sol,
+                        rev,
+                        pairs == 1,
+                        l,
+                        var(cnt),
+                        Some((b'*', var(avg))),
+                        v,
+                    );
                     prods.push(Operand::Var(l, v));
                 }
                 let mut acc = prods[0];
@@ -1321,7 +1399,7 @@ fn render(
                         letters.take(rng)?
                     };
                     let v = ar.apply(acc.value(), b'+', pr.value());
-                    push_assign(&mut sol, false, l, acc, Some((b'+', *pr)), v);
+                    push_assign(&mut sol, rev, false, l, acc, Some((b'+', *pr)), v);
                     acc = Operand::Var(l, v);
                 }
             }
@@ -1344,25 +1422,20 @@ fn render(
         answer = xv;
         let mut es = String::new();
         push_lin(&mut es, e);
+        // The released generator's equation solver: every step is written out, `1*x` and a division by 1
+        // included.
         let _ = write!(
             sol,
             "We know {} = {v}, so we have {es} = {v} and we solve it through the following steps: Simplifying the equation: {es} = {v}. Move all terms to one side: ",
             letter[query as usize] as char
         );
         push_lin(&mut sol, Lin { a: e.a, b: e.b - v });
-        sol.push_str(" = 0. Isolate the term with x: ");
-        push_lin(&mut sol, Lin { a: e.a, b: 0 });
-        let _ = write!(sol, " = {}. ", v - e.b);
-        if e.a != 1 {
-            let _ = write!(
-                sol,
-                "Divide both sides by {}: x = {} / {}. ",
-                e.a,
-                v - e.b,
-                e.a
-            );
-        }
-        let _ = write!(sol, "Solution: x = {xv}. Answer: {xv}.");
+        let _ = write!(
+            sol,
+            " = 0. Isolate the term with x: {a}*x = {r}. Divide both sides by {a}: x = {r} / {a}. Solution: x = {xv}. Answer: {xv}.",
+            a = e.a,
+            r = v - e.b
+        );
     } else {
         use std::fmt::Write;
         answer = w.num[query as usize];
@@ -1477,7 +1550,11 @@ fn sentence(cfg: &TaskConfig, rng: &mut Rng, w: &Work, p: u8, x: Option<u8>) -> 
     let mut s = String::with_capacity(96);
     w.push_standard(&mut s, p, true);
     if Some(p) == x {
-        s.push_str(" exists, and its number is greater than 0");
+        s.push_str(if w.params[p as usize].kind == Kind::Avg {
+            " is greater than 0"
+        } else {
+            " exists, and its number is greater than 0"
+        });
         return s;
     }
     s.push_str(" equals");

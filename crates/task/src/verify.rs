@@ -11,9 +11,15 @@
 //!   letters; constants create no node. A letter is read as a whole token (`Q` in `Quebec` is not a letter).
 //! * The value of a step = `ek` of the last assignment to the step's own letter, evaluated as a linear expression
 //!   in `x` (reverse mode: `3*x + 2`); the reverse-mode unknown (`Define ... as x;` with no assignment) has value `x`.
-//! * Displayed arithmetic (switchable): every `e1 = e2 = ... = ek` chain must evaluate to one value, and `e2` must be
-//!   `e1` with each letter replaced by its value (`U = k + f = 4 + 4 = 8`), so a wrong operand is caught even when
-//!   the result is right.
+//! * Displayed arithmetic (switchable): every `e1 = e2 = ... = ek` chain must evaluate to one value, as a linear
+//!   form `a*x + b` after substituting what each letter stands for (numbers, or forms in `x` in reverse mode), and
+//!   `e2` must be `e1` with each operand replaced by an expression of its value (`U = k + f = 4 + 4 = 8`,
+//!   `w = 3 * u = (3) * (x) = 3*x`, `d = F + R = x + 2 + 3*x = 4*x + 2`), so a wrong operand is caught even when
+//!   the result is right. A chain that cannot be checked (a product of two forms in `x`, a part the parser cannot
+//!   read) is not counted as wrong; [`Score::arithmetic_unchecked`] counts such steps. With a modulus, both
+//!   coefficients are reduced.
+//! * Reverse mode's equation tail (`We know d = 12, so we have 3*x = 12 and we solve it ... Solution: x = 4.`)
+//!   is prose: it creates no step; the unknown's value comes from the answer.
 //!
 //! # Answer grammar (one extractor for every score)
 //! The text inside `<answer> ... </answer>` (case-insensitive; an unclosed `<answer>` runs to the next `<` or
@@ -224,6 +230,15 @@ fn tokenize(text: &str, start: usize, end: usize, out: &mut Vec<Token>) -> Stop 
     Stop::End
 }
 
+/// The verdict on one displayed chain `e1 = e2 = ... = ek`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Check {
+    Right,
+    Wrong,
+    /// Not checkable here (a non-linear product, an unreadable part): never counted as wrong.
+    Unknown,
+}
+
 /// What a letter stands for while a solution is read.
 #[derive(Clone, Copy, Debug)]
 enum Binding {
@@ -248,8 +263,11 @@ pub struct Step {
     /// Range in the verifier's parent arena: step indices this step reads (deduplicated, sorted).
     parents: (u32, u32),
     pub value: Option<Val>,
-    /// All displayed arithmetic of the step is consistent.
+    /// No displayed arithmetic of the step is inconsistent.
     pub arith_ok: bool,
+    /// Some displayed arithmetic could not be checked (a product of two forms in x, a part the parser cannot
+    /// read): it is not counted as wrong.
+    pub arith_unchecked: bool,
     /// A letter was read that nothing defined.
     pub bad_ref: bool,
     /// A literal constant is read (a leaf `so b = 3`, a prefix `4 * N`), or this is the reverse-mode unknown:
@@ -269,7 +287,6 @@ pub struct Verifier {
     parent_arena: Vec<u32>,
     gidx: Vec<u32>,
     pred_of_gold: Vec<u32>,
-    pkinds: Vec<Tok>,
 }
 
 /// Verifier switches.
@@ -309,6 +326,9 @@ pub struct Score {
     pub missing: u32,
     pub extra: u32,
     pub arithmetic_mismatch: u32,
+    /// Gold nodes matched right whose displayed arithmetic could not all be checked (not penalised).
+    #[serde(default)]
+    pub arithmetic_unchecked: u32,
     pub answer_mismatch: bool,
     pub penalty: u32,
     /// The extracted answer, if any.
@@ -739,6 +759,7 @@ impl Verifier {
                 parents: (pstart, 0),
                 value: None,
                 arith_ok: true,
+                arith_unchecked: false,
                 bad_ref: false,
                 constant: false,
             });
@@ -808,11 +829,10 @@ impl Verifier {
                     s = q + 1;
                 }
             }
-            if np < 8 {
-                parts[np] = (s, rhs.len());
-            }
+            // A chain longer than the table keeps its last part in the last slot: that part is the value.
+            let readable_len = np < 8;
+            parts[np.min(7)] = (s, rhs.len());
             np += 1;
-            let arith_ok_limit = np <= 8;
             let np = np.min(8);
             // Dependencies: letters read in e1.
             let e1 = &rhs[parts[0].0..parts[0].1];
@@ -856,14 +876,22 @@ impl Verifier {
             }
             let value = vals[np - 1];
             if self.opts.check_arithmetic {
-                let mut ok =
-                    arith_ok_limit && !bad && vals[..np].iter().all(|v| v.is_some() && *v == value);
-                if ok && np >= 3 {
+                let check = if bad {
+                    Check::Wrong
+                } else if !readable_len || vals[..np].iter().any(Option::is_none) {
+                    Check::Unknown
+                } else if vals[..np].iter().any(|v| *v != value) {
+                    Check::Wrong
+                } else if np >= 3 {
                     let e2 = &rhs[parts[1].0..parts[1].1];
-                    ok = self.substituted(text, e1, e2, bind);
-                }
-                if !ok {
-                    self.steps[si as usize].arith_ok = false;
+                    self.substituted(text, e1, e2, bind)
+                } else {
+                    Check::Right
+                };
+                match check {
+                    Check::Right => {}
+                    Check::Wrong => self.steps[si as usize].arith_ok = false,
+                    Check::Unknown => self.steps[si as usize].arith_unchecked = true,
                 }
             }
             if bad {
@@ -887,57 +915,78 @@ impl Verifier {
         }
     }
 
-    /// `e2` is `e1` with every letter replaced by its value written as an operand.
-    fn substituted(
-        &mut self,
+    /// `e2` is `e1` with every operand (a letter or a literal) replaced by an expression of the same value, and
+    /// every other token kept: `k + f = 4 + 4`, `3 * u = (3) * (x)`, `Q + R = x + 2 + 3*x` (the paper writes
+    /// a sum's operands without parentheses, so where one operand ends is found by trying every split).
+    /// Together with the chain's values being equal, a wrong operand is caught even when the result is right.
+    fn substituted(&self, text: &str, e1: &[Token], e2: &[Token], bind: &[Binding; 128]) -> Check {
+        // Each tried split costs one evaluation; a pathological chain stops being checked rather than stalls.
+        let mut budget = 512u32;
+        match self.aligned(text, e1, e2, bind, &mut budget) {
+            Some(true) => Check::Right,
+            Some(false) => Check::Wrong,
+            None => Check::Unknown,
+        }
+    }
+
+    /// Whether `e2` aligns with `e1` (see [`Verifier::substituted`]); `None` when the budget ran out.
+    fn aligned(
+        &self,
         text: &str,
         e1: &[Token],
         e2: &[Token],
         bind: &[Binding; 128],
-    ) -> bool {
-        let mut j = 0usize;
-        for t in e1 {
-            if let Some(l) = self.letter_of(text, t) {
-                let Some(v) = self.lookup(bind, l) else {
-                    return false;
-                };
-                // The common case, a plain non-negative number: one literal token.
-                if v.a == 0 && v.b >= 0 {
-                    match e2.get(j) {
-                        Some(got) if v.b <= i32::MAX as i64 && got.t == Tok::Num(v.b as i32) => {
-                            j += 1;
-                            continue;
-                        }
-                        _ => return false,
-                    }
-                }
-                self.pkinds.clear();
-                operand_kinds(v, &mut self.pkinds);
-                for k in 0..self.pkinds.len() {
-                    let want = self.pkinds[k];
-                    let Some(got) = e2.get(j) else { return false };
-                    let same = match want {
-                        Tok::Word => got.t == Tok::Word && eq_short(self.word(text, got), b"x"),
-                        other => got.t == other,
-                    };
-                    if !same {
-                        return false;
-                    }
-                    j += 1;
-                }
+        budget: &mut u32,
+    ) -> Option<bool> {
+        let Some((t, rest)) = e1.split_first() else {
+            return Some(e2.is_empty());
+        };
+        let want = match t.t {
+            Tok::Num(v) if v >= 0 => Some(self.red(Val::num(v as i64))),
+            Tok::Word => match self.letter_of(text, t) {
+                Some(l) => match self.lookup(bind, l) {
+                    Some(v) => Some(v),
+                    None => return Some(false),
+                },
+                None => None,
+            },
+            _ => None,
+        };
+        let Some(want) = want else {
+            let same = e2.first().is_some_and(|got| match t.t {
+                Tok::Word => got.t == Tok::Word && self.word(text, got) == self.word(text, t),
+                other => got.t == other,
+            });
+            return if same {
+                self.aligned(text, rest, &e2[1..], bind, budget)
             } else {
-                let Some(got) = e2.get(j) else { return false };
-                let same = match t.t {
-                    Tok::Word => got.t == Tok::Word && self.word(text, got) == self.word(text, t),
-                    other => got.t == other,
-                };
-                if !same {
-                    return false;
-                }
-                j += 1;
+                Some(false)
+            };
+        };
+        let mut depth = 0i32;
+        for end in 1..=e2.len() {
+            match e2[end - 1].t {
+                Tok::Sym(b'(') => depth += 1,
+                Tok::Sym(b')') => depth -= 1,
+                _ => {}
+            }
+            if depth < 0 {
+                break;
+            }
+            if depth > 0 {
+                continue;
+            }
+            if *budget == 0 {
+                return None;
+            }
+            *budget -= 1;
+            if self.eval(text, &e2[..end], bind) == Some(want)
+                && self.aligned(text, rest, &e2[end..], bind, budget)?
+            {
+                return Some(true);
             }
         }
-        j == e2.len()
+        Some(false)
     }
 
     #[inline]
@@ -986,10 +1035,12 @@ impl Verifier {
         (pos == toks.len()).then_some(v)
     }
 
+    /// Reduces a form modulo the modulus: both coefficients, so that forms in x compare as elements of
+    /// Z_m[x] (`(x + 20) + 5` is `x + 2` mod 23).
     fn red(&self, v: Val) -> Val {
         match self.opts.modulus {
-            Some(m) if v.a == 0 && m > 0 => Val {
-                a: 0,
+            Some(m) if m > 0 => Val {
+                a: v.a.rem_euclid(m),
                 b: v.b.rem_euclid(m),
             },
             _ => v,
@@ -1124,6 +1175,7 @@ impl Verifier {
             }
         }
         let (mut value_mm, mut dep_mm, mut missing, mut arith_mm) = (0u32, 0u32, 0u32, 0u32);
+        let mut arith_unchecked = 0u32;
         for g in 0..n {
             let p = self.pred_of_gold[g];
             if p == u32::MAX {
@@ -1156,8 +1208,12 @@ impl Verifier {
             if !value_ok {
                 value_mm += 1;
             }
-            if deps_ok && value_ok && self.opts.check_arithmetic && !st.arith_ok {
-                arith_mm += 1;
+            if deps_ok && value_ok && self.opts.check_arithmetic {
+                if !st.arith_ok {
+                    arith_mm += 1;
+                } else if st.arith_unchecked {
+                    arith_unchecked += 1;
+                }
             }
         }
         let answer = extract_answer_from(completion, region);
@@ -1177,51 +1233,11 @@ impl Verifier {
             missing,
             extra,
             arithmetic_mismatch: arith_mm,
+            arithmetic_unchecked: arith_unchecked,
             answer_mismatch: !outcome,
             penalty,
             answer: answer.map(str::to_string),
         }
-    }
-}
-
-/// A literal token for `v`; values beyond i32 get a kind no token has.
-fn num_tok(v: u64) -> Tok {
-    i32::try_from(v).map_or(Tok::Num(-2), Tok::Num)
-}
-
-/// The token kinds of a value written as an operand (mirrors the generator's rendering).
-fn operand_kinds(v: Val, out: &mut Vec<Tok>) {
-    fn lin(v: Val, out: &mut Vec<Tok>) {
-        if v.a == 0 {
-            if v.b < 0 {
-                out.push(Tok::Sym(b'-'));
-            }
-            out.push(num_tok(v.b.unsigned_abs()));
-            return;
-        }
-        if v.a < 0 {
-            out.push(Tok::Sym(b'-'));
-        }
-        if v.a.unsigned_abs() != 1 {
-            out.push(num_tok(v.a.unsigned_abs()));
-            out.push(Tok::Sym(b'*'));
-        }
-        out.push(Tok::Word);
-        if v.b > 0 {
-            out.push(Tok::Sym(b'+'));
-            out.push(num_tok(v.b.unsigned_abs()));
-        } else if v.b < 0 {
-            out.push(Tok::Sym(b'-'));
-            out.push(num_tok(v.b.unsigned_abs()));
-        }
-    }
-    let bare = (v.a == 0 && v.b >= 0) || (v.b == 0 && v.a > 0);
-    if bare {
-        lin(v, out);
-    } else {
-        out.push(Tok::Sym(b'('));
-        lin(v, out);
-        out.push(Tok::Sym(b')'));
     }
 }
 

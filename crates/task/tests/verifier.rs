@@ -454,3 +454,191 @@ fn paper_generator_outputs() {
     }
     assert_eq!(n, 4);
 }
+
+/// Reverse-mode solutions in the paper's exact text (`tests/data/paper_reverse.jsonl`: verbatim records of the
+/// released generator and solutions built by its rendering rules; plus the reverse example of paper-spec §2.6).
+fn paper_reverse_records() -> Vec<serde_json::Value> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data");
+    let mut out = Vec::new();
+    for file in ["paper_reverse.jsonl", "paper_examples.jsonl"] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        for line in text.lines() {
+            let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+            if rec["mode"] == "forwardreverse" {
+                out.push(rec);
+            }
+        }
+    }
+    assert!(out.len() >= 7, "{} reverse records", out.len());
+    out
+}
+
+#[test]
+fn paper_reverse_format_is_verified() {
+    for rec in paper_reverse_records() {
+        let sol = rec["solution"].as_str().unwrap();
+        let gold = GoldGraph::from_solution(sol).unwrap();
+        assert_eq!(
+            task::verify::solution_op(sol),
+            rec["op"].as_u64().map(|o| o as u32),
+            "{sol}"
+        );
+        for c in [sol.to_string(), text::target_completion(sol)] {
+            let s = score(&gold, &c, &ON);
+            assert!(
+                s.verified && s.strict && s.arithmetic_mismatch == 0 && s.arithmetic_unchecked == 0,
+                "{s:?}\n{c}"
+            );
+        }
+        let x = sol.rsplit("Solution: x = ").next().unwrap();
+        assert_eq!(
+            extract_answer(sol),
+            Some(x.split('.').next().unwrap()),
+            "the answer is the solved x"
+        );
+    }
+}
+
+/// Byte ranges of the displayed middle part `e2` of every chain `L = e1 = e2 = ... = ek` in the steps.
+fn middle_parts(sol: &str) -> Vec<(usize, usize)> {
+    let body_end = sol
+        .find("We know")
+        .or_else(|| sol.rfind("Answer:"))
+        .unwrap();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, c) in sol[..body_end].char_indices() {
+        if c != ';' && c != '.' {
+            continue;
+        }
+        let clause = &sol[start..i];
+        let eqs: Vec<usize> = clause
+            .match_indices(" = ")
+            .map(|(k, _)| start + k)
+            .collect();
+        if eqs.len() >= 3 {
+            out.push((eqs[1] + 3, eqs[2]));
+        }
+        start = i + 1;
+    }
+    out
+}
+
+#[test]
+fn paper_reverse_wrong_displayed_number_is_caught() {
+    let mut tested = 0;
+    for rec in paper_reverse_records() {
+        let sol = rec["solution"].as_str().unwrap();
+        let gold = GoldGraph::from_solution(sol).unwrap();
+        for (a, b) in middle_parts(sol) {
+            // The first number of the middle part, one more: `(3) * (x)` -> `(4) * (x)`, `2*x + 2 + 3` ->
+            // `3*x + 2 + 3`. The step's final form is untouched, so only the arithmetic check can see it.
+            let Some(d0) = sol[a..b].find(|c: char| c.is_ascii_digit()).map(|k| a + k) else {
+                continue;
+            };
+            let d1 = d0 + sol[d0..].find(|c: char| !c.is_ascii_digit()).unwrap();
+            let v: i64 = sol[d0..d1].parse().unwrap();
+            let c = format!("{}{}{}", &sol[..d0], v + 1, &sol[d1..]);
+            let s = score(&gold, &c, &ON);
+            assert!(
+                !s.verified && s.arithmetic_mismatch >= 1 && s.value_mismatch == 0 && s.outcome,
+                "{s:?}\n{c}"
+            );
+            let s = score(&gold, &c, &OFF);
+            assert!(
+                s.verified,
+                "paper-compatible mode reads final values only: {s:?}"
+            );
+            tested += 1;
+        }
+    }
+    assert!(tested >= 8, "only {tested} edits exercised");
+}
+
+#[test]
+fn paper_reverse_wrong_final_answer_fails() {
+    for rec in paper_reverse_records() {
+        let sol = rec["solution"].as_str().unwrap();
+        let gold = GoldGraph::from_solution(sol).unwrap();
+        let ans: i64 = gold.answer.parse().unwrap();
+        let c = sol.replace(&format!("Answer: {ans}."), &format!("Answer: {}.", ans + 1));
+        assert_ne!(c, sol);
+        let s = score(&gold, &c, &ON);
+        assert!(!s.outcome && !s.verified && s.answer_mismatch, "{s:?}");
+        // A wrong symbolic form of the query (the equation a wrong x would come from) is a value mismatch.
+        let we_know = sol.find(". We know").unwrap();
+        let last_eq = sol[..we_know].rfind(" = ").unwrap() + 3;
+        let c = format!("{}2*x + 1{}", &sol[..last_eq], &sol[we_know..]);
+        let s = score(&gold, &c, &ON);
+        assert!(!s.verified && s.value_mismatch >= 1, "{s:?}\n{c}");
+    }
+}
+
+#[test]
+fn other_renderings_of_the_same_arithmetic_are_verified() {
+    let recs = paper_reverse_records();
+    let by_op = |op: u64, needle: &str| {
+        recs.iter()
+            .map(|r| r["solution"].as_str().unwrap().to_string())
+            .find(|s| s.contains(needle))
+            .unwrap_or_else(|| panic!("no op {op} record with {needle:?}"))
+    };
+    for (op, from, to) in [
+        // Our compact rendering: bare operands, parentheses only where needed.
+        (4, "(3) * (x) = 3*x", "3 * x = 3*x"),
+        (6, "(2) * (4 - x)", "2 * (4 - x)"),
+        (6, "(4) - (x)", "4 - x"),
+        (7, "x + x + 2 = 2*x + 2", "x + (x + 2) = 2*x + 2"),
+        // Terms in another order.
+        (7, "2*x + 2 + 3 = 2*x + 5", "2 + 2*x + 3 = 5 + 2*x"),
+    ] {
+        let sol = by_op(op, from);
+        let gold = GoldGraph::from_solution(&sol).unwrap();
+        let c = sol.replace(from, to);
+        let s = score(&gold, &c, &ON);
+        assert!(s.verified && s.arithmetic_mismatch == 0, "{s:?}\n{c}");
+    }
+}
+
+#[test]
+fn unreadable_or_non_linear_arithmetic_is_unchecked_not_wrong() {
+    let sol = paper_reverse_records()
+        .into_iter()
+        .map(|r| r["solution"].as_str().unwrap().to_string())
+        .find(|s| s.contains("(3) * (x) = 3*x"))
+        .unwrap();
+    let gold = GoldGraph::from_solution(&sol).unwrap();
+    for middle in [
+        "(3) * (x) * (x) / (x)",
+        "three times x",
+        "(3) * (x) = x * x / x * 3",
+    ] {
+        let c = sol.replace("(3) * (x) = 3*x", &format!("{middle} = 3*x"));
+        let s = score(&gold, &c, &ON);
+        assert!(
+            s.verified && s.arithmetic_mismatch == 0 && s.arithmetic_unchecked == 1,
+            "{s:?}\n{c}"
+        );
+    }
+    // Unchecked middle parts do not hide a wrong result.
+    let c = sol.replace("(3) * (x) = 3*x", "(3) * (x) * (x) / (x) = 2*x");
+    let s = score(&gold, &c, &ON);
+    assert!(!s.verified && s.value_mismatch >= 1, "{s:?}\n{c}");
+}
+
+#[test]
+fn modulus_reduces_forms_in_x() {
+    let sol = "The question is difficult, so we use equations to solve it. Define adult owl in South Zoo as x; we \
+               don't know its value yet but will find it out later. Define adult fox in South Zoo as Q; V = x = x; \
+               so Q = 20 + V = 20 + x = x + 20. Define adult bear in South Zoo as R; so R = 4 + Q = 4 + x + 20 = \
+               x + 1. We know R = 3, so we have x + 1 = 3. Answer: 2.";
+    let gold = GoldGraph::from_solution(sol).unwrap();
+    let m23 = VerifyOptions {
+        check_arithmetic: true,
+        modulus: Some(23),
+    };
+    let s = score(&gold, sol, &m23);
+    assert!(s.verified && s.arithmetic_mismatch == 0, "{s:?}");
+    let s = score(&gold, sol, &ON);
+    assert!(!s.verified && s.arithmetic_mismatch == 1, "{s:?}");
+}
