@@ -65,9 +65,25 @@ pub struct MidtrainConfig {
     /// Records taken from the end of the corpus for the held-out loss (never trained on).
     #[serde(default = "default_held_out")]
     pub held_out: usize,
+    /// Replay of another corpus of the `data` input (the pre-training one) mixed into this one, so that
+    /// mid-training keeps what pre-training taught (the paper's mid-training mixture is 20 % op 2-10, its
+    /// pre-training range). Unset: the corpus alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<Replay>,
     /// The optimisation (a fresh optimizer and schedule).
     #[serde(default)]
     pub train: TrainSettings,
+}
+
+/// Records of another corpus mixed into mid-training.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Replay {
+    /// The corpus replayed: `<dataset>.jsonl` in the `data` input (its first records: what pre-training
+    /// trained on first).
+    pub dataset: String,
+    /// Share of the training records that come from it, in [0, 1).
+    pub fraction: f64,
 }
 
 /// Optimisation settings shared by both stages. The defaults are the learnability recipe's (op 2-4 of the
@@ -292,7 +308,7 @@ pub fn midtrain_info() -> StageInfo {
 /// Where the weights and the tokenizer start from.
 enum Start {
     Scratch { tokenizer: String, model: String },
-    From(PathBuf),
+    From(PathBuf, Option<Replay>),
 }
 
 /// Runs the `pretrain` stage.
@@ -306,7 +322,14 @@ pub fn pretrain(config: PretrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Res
 
 /// Runs the `midtrain` stage.
 pub fn midtrain(config: MidtrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Result<()> {
-    let start = Start::From(ctx.input("model")?.to_path_buf());
+    if let Some(r) = &config.replay {
+        ensure!(
+            (0.0..1.0).contains(&r.fraction),
+            "config `replay.fraction` = {}: expected a share in [0, 1)",
+            r.fraction
+        );
+    }
+    let start = Start::From(ctx.input("model")?.to_path_buf(), config.replay.clone());
     dispatch(ctx, &config.dataset, config.held_out, &config.train, start)
 }
 
@@ -380,6 +403,30 @@ fn train<B: AutodiffBackend>(
         .map(|r| r.training_text() + "[EOS]")
         .collect();
     let (train_texts, held_texts) = texts.split_at(texts.len() - held_out);
+    let mut train_texts = train_texts.to_vec();
+    if let Start::From(_, Some(replay)) = &start {
+        let n = (replay.fraction / (1.0 - replay.fraction) * train_texts.len() as f64).round() as usize;
+        let path = ctx.input("data")?.join(format!("{}.jsonl", replay.dataset));
+        ensure!(
+            path.exists(),
+            "config `replay.dataset` = {:?}: {} does not exist",
+            replay.dataset,
+            path.display()
+        );
+        let replayed = read_paper_jsonl(&path)?;
+        ensure!(
+            replayed.len() >= n,
+            "config `replay.fraction` = {}: needs {n} records of {}, which has {}",
+            replay.fraction,
+            path.display(),
+            replayed.len()
+        );
+        // Packing shuffles documents, so appending them mixes them in.
+        train_texts.extend(replayed[..n].iter().map(|r| r.training_text() + "[EOS]"));
+        ctx.log(format!("replaying {n} records of {}", path.display()));
+    }
+    let train_texts = &train_texts[..];
+    let read_s = stage_start.elapsed().as_secs_f64();
 
     // ---- tokenizer and starting weights
     let resuming = ctx.resuming() && lm::train::recover_checkpoint(&ckpt)?;
@@ -390,12 +437,13 @@ fn train<B: AutodiffBackend>(
             let kind: TokenizerKind = tokenizer.parse().context("config `tokenizer`")?;
             Tokenizer::train_with_phrases(kind, train_texts.iter(), &task_names())?
         }
-        Start::From(dir) => Tokenizer::from_file(&dir.join("tokenizer.json"))?,
+        Start::From(dir, _) => Tokenizer::from_file(&dir.join("tokenizer.json"))?,
     };
-    if let Start::From(dir) = &start {
+    if let Start::From(dir, _) = &start {
         base_tokens = previous_total_tokens(dir)?;
     }
-    // In parallel: encoding 200,000 texts through the `word+names` normalizers takes a minute on one core.
+    let tokenizer_s = stage_start.elapsed().as_secs_f64();
+    // In parallel: 200,000 texts take ~20 s to encode on one core.
     let encode = |texts: &[String]| {
         use rayon::prelude::*;
         texts
@@ -436,6 +484,12 @@ fn train<B: AutodiffBackend>(
         )),
     };
 
+    ctx.log(format!(
+        "setup: {} records read in {read_s:.1} s, tokenizer {:.1} s, encoding and packing {:.1} s",
+        records.len(),
+        tokenizer_s - read_s,
+        stage_start.elapsed().as_secs_f64() - tokenizer_s
+    ));
     let mut trainer = if resuming {
         let t = Trainer::<B>::resume(&ckpt, data, device)
             .with_context(|| format!("resuming from {}", ckpt.display()))?;
@@ -454,7 +508,7 @@ fn train<B: AutodiffBackend>(
                 let m = Qwen2::<B>::init(&cfg, seed, &device);
                 (cfg, m)
             }
-            Start::From(dir) => load_model::<B>(dir, &device)
+            Start::From(dir, _) => load_model::<B>(dir, &device)
                 .with_context(|| format!("loading the input model from {}", dir.display()))?,
         };
         ensure!(
