@@ -236,6 +236,25 @@ pub fn write_safetensors(
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
 
+/// SHA-256 (lowercase hex) and length in bytes of the file at `path`, read in chunks so that a large
+/// checkpoint is never held in memory twice.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let (mut h, mut buf, mut len) = (Sha256::new(), vec![0u8; 1 << 20], 0u64);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((hex, len))
+}
+
 /// Tensors by name: shape and f32 values.
 pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
