@@ -221,6 +221,17 @@ pub fn write_safetensors(
     tensors: &[HfTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    // A NaN or an infinity written here would be loaded later as a model that trains and samples
+    // garbage without any error; refusing is the last line of defence behind the step's own check.
+    for (name, _, v) in tensors {
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+            bail!(
+                "refusing to write {}: tensor `{name}` holds a non-finite value ({x}); expected only \
+                 finite numbers",
+                path.display()
+            );
+        }
+    }
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())

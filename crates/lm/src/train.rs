@@ -159,6 +159,29 @@ pub struct StepStats {
     pub tokens_seen: u64,
 }
 
+impl StepStats {
+    /// Whether the loss and the gradient norm are finite. A step that is not was not applied (see
+    /// [`Trainer::step`]).
+    pub fn is_finite(&self) -> bool {
+        self.loss.is_finite() && self.grad_norm.is_finite()
+    }
+
+    /// `Err` naming the step, the loss, the gradient norm and the learning rate when the step diverged.
+    pub fn check_finite(&self) -> Result<()> {
+        ensure!(
+            self.is_finite(),
+            "training diverged at step {}: loss {}, gradient norm {} (learning rate {:e}); the step was not \
+             applied and not saved, the last checkpoint stands. Lower the learning rate (or lengthen the \
+             warm-up) and run again",
+            self.step,
+            self.loss,
+            self.grad_norm,
+            self.lr
+        );
+        Ok(())
+    }
+}
+
 /// Size and SHA-256 of one checkpoint file, as `train_state.json` records it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileSum {
@@ -466,7 +489,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.state.step >= self.state.config.total_steps()
     }
 
-    /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches.
+    /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches. A step whose loss
+    /// or gradient norm is not finite changes nothing (weights, moments, step count, data cursor): callers
+    /// see it in [`StepStats::is_finite`] / [`StepStats::check_finite`], and the trainer never holds, so
+    /// never saves, the NaN weights it would have produced.
     pub fn step(&mut self) -> StepStats {
         let tc = self.state.config.clone();
         let dp = tc.data_parallel.max(1);
@@ -480,8 +506,13 @@ impl<B: AutodiffBackend> Trainer<B> {
         } else {
             self.burn_grads(&tc, dp)
         };
-        self.state.cursor = self.data.cursor;
-        self.apply(grads, loss_sum / tc.grad_accum as f64, tc.tokens_per_step())
+        let s = self.apply(grads, loss_sum / tc.grad_accum as f64, tc.tokens_per_step());
+        if s.is_finite() {
+            self.state.cursor = self.data.cursor;
+        } else {
+            self.data.cursor = self.state.cursor;
+        }
+        s
     }
 
     /// One optimizer step on a batch built by the caller (reinforcement learning: per-token weights are
@@ -510,13 +541,22 @@ impl<B: AutodiffBackend> Trainer<B> {
         let sq: Vec<Tensor<B::InnerBackend, 1>> =
             grads.iter().map(|g| g.clone().square().sum()).collect();
         let grad_norm = Tensor::cat(sq, 0).sum().into_scalar().elem::<f64>().sqrt();
+        let lr = tc.lr_at(self.state.step);
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            return StepStats {
+                step: self.state.step + 1,
+                loss,
+                lr,
+                grad_norm,
+                tokens_seen: self.state.tokens_seen,
+            };
+        }
         let scale = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip {
             tc.grad_clip / (grad_norm + 1e-6)
         } else {
             1.0
         };
 
-        let lr = tc.lr_at(self.state.step);
         let t = (self.state.step + 1) as i32;
         let (bc1, bc2) = (1.0 - tc.beta1.powi(t), 1.0 - tc.beta2.powi(t));
         let host = host_backend::<B::InnerBackend>();
@@ -675,6 +715,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Trains until the token budget is spent: held-out loss every `eval_every` steps, a resumable checkpoint
     /// in `ckpt_dir` every `checkpoint_every` steps and at the end, and every event passed to `on_event`
     /// (which may return `Err` to stop, e.g. on a stop request; the last checkpoint then resumes the run).
+    /// A step whose loss or gradient norm is not finite ends the run with an error (see
+    /// [`StepStats::check_finite`]) before anything is saved.
     pub fn run(
         &mut self,
         mut held_out: Option<&mut PackedData>,
@@ -685,6 +727,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let total = tc.total_steps();
         while self.state.step < total {
             let s = self.step();
+            s.check_finite()?;
             on_event(&TrainEvent::Step(s))?;
             if tc.eval_every > 0
                 && (s.step.is_multiple_of(tc.eval_every) || s.step == total)
@@ -1242,6 +1285,133 @@ mod tests {
         let resumed = Trainer::<B>::resume(&good, data, Default::default()).unwrap();
         assert_eq!(resumed.state, t.state);
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_diverging_run_stops_with_the_step_and_never_saves_non_finite_weights() {
+        let tc = TrainConfig {
+            seq_len: 24,
+            batch_size: 2,
+            token_budget: 20 * 48,
+            lr: 1e12,
+            min_lr: 1e12,
+            warmup_frac: 0.0,
+            grad_clip: 0.0,
+            checkpoint_every: 1,
+            ..Default::default()
+        };
+        let texts = corpus(6);
+        let (_, cfg, data) = setup(&tc, &texts);
+        let device = Default::default();
+        let mut t = Trainer::<B>::new(
+            Qwen2::init(&cfg, 1, &device),
+            cfg.clone(),
+            tc.clone(),
+            data,
+            device,
+        );
+        let dir = std::env::temp_dir().join(format!("lm-diverge-{}", std::process::id()));
+        let mut last_good = None;
+        let err = t
+            .run(None, &dir, |e| {
+                if let TrainEvent::Step(s) = e {
+                    last_good = Some(s.step);
+                }
+                Ok(())
+            })
+            .expect_err("lr 1e12 should diverge");
+        let msg = format!("{err:#}");
+        let failed = last_good.unwrap_or(0) + 1;
+        assert!(
+            msg.contains(&format!("diverged at step {failed}:"))
+                && msg.contains("loss")
+                && msg.contains("gradient norm")
+                && msg.contains("Lower the learning rate"),
+            "{msg}"
+        );
+        assert_eq!(
+            t.state.step,
+            failed - 1,
+            "the diverged step was not applied"
+        );
+        let finite = |w: Vec<f32>| w.iter().all(|x| x.is_finite());
+        assert!(finite(
+            t.model
+                .to_host(&cfg)
+                .into_iter()
+                .flat_map(|p| p.2)
+                .collect()
+        ));
+        // Checkpoints every step: the one on disk is the last good step's, whole and finite.
+        let c = Checkpoint::open(&dir)
+            .unwrap()
+            .expect("a checkpoint of the steps before");
+        assert_eq!(c.state().step, failed - 1, "only good steps are saved");
+        let (_, saved) = load_model::<B>(&dir, &Default::default()).unwrap();
+        assert!(finite(
+            saved.to_host(&cfg).into_iter().flat_map(|p| p.2).collect()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_non_finite_step_on_changes_nothing_and_says_so() {
+        let tc = TrainConfig::default();
+        let texts = corpus(2);
+        let (_, cfg, _) = setup(&tc, &texts);
+        let device = Default::default();
+        let one = PackedData::new(vec![vec![0]], LossOn::All, Packing::Whole, 1, 0, false);
+        let mut t = Trainer::<B>::new(Qwen2::init(&cfg, 4, &device), cfg.clone(), tc, one, device);
+        let b = Batch {
+            rows: 1,
+            seq_len: 4,
+            inputs: vec![1, 2, 3, 4],
+            targets: vec![2, 3, 4, 5],
+            weights: vec![1.0, f32::NAN, 1.0, 1.0],
+        };
+        let before: Vec<f32> = t
+            .model
+            .to_host(&cfg)
+            .into_iter()
+            .flat_map(|p| p.2)
+            .collect();
+        let s = t.step_on(&b, 4.0);
+        assert!(!s.is_finite(), "{s:?}");
+        let e = s.check_finite().unwrap_err().to_string();
+        assert!(
+            e.contains("diverged at step 1:") && e.contains("NaN"),
+            "{e}"
+        );
+        let after: Vec<f32> = t
+            .model
+            .to_host(&cfg)
+            .into_iter()
+            .flat_map(|p| p.2)
+            .collect();
+        assert!(before == after, "weights changed");
+        assert_eq!(t.state.step, 0);
+        let good = Batch {
+            weights: vec![1.0; 4],
+            ..b
+        };
+        let s = t.step_on(&good, 4.0);
+        assert!(s.check_finite().is_ok() && s.step == 1, "{s:?}");
+    }
+
+    #[test]
+    fn non_finite_tensors_are_never_written() {
+        let path = std::env::temp_dir().join(format!("lm-nan-{}.safetensors", std::process::id()));
+        let e = write_safetensors(
+            &path,
+            &[("w".into(), vec![2], vec![1.0, f32::INFINITY])],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`w`") && e.contains("inf") && !path.exists(),
+            "{e}"
+        );
     }
 
     #[test]
