@@ -2,6 +2,7 @@
 //! this binary, and the runner binary (`interplay-under-test`, identical to `interplay`) running
 //! stages in child processes.
 
+mod checkpoints;
 mod cli;
 mod loading;
 mod pipeline_errors;

@@ -147,6 +147,65 @@ fn force_reruns_the_stage_and_everything_downstream() {
     );
 }
 
+#[test]
+fn a_finished_stage_whose_output_changed_is_neither_skipped_nor_handed_on() {
+    let sb = Sandbox::new(CHAIN);
+    ok(sb.run(&[]));
+    let result = sb.stage("a").join("out/data/result.json");
+    let good = std::fs::read(&result).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x01;
+    for (how, bytes) in [
+        ("changed", &bad[..]),
+        ("truncated", &good[..good.len() / 2]),
+    ] {
+        std::fs::write(&result, bytes).unwrap();
+        let out = sb.run(&[]);
+        let t = text(&out);
+        assert!(!out.status.success(), "{how}: {t}");
+        assert!(
+            t.contains("stages/a/out/data/result.json") && t.contains("--force a"),
+            "{how}: {t}"
+        );
+        assert_eq!(attempts(&sb, "b"), 1, "{how}: b ran on a's changed output");
+    }
+    std::fs::remove_file(&result).unwrap();
+    let t = text(&sb.run(&[]));
+    assert!(
+        t.contains("result.json: missing") && t.contains("--force a"),
+        "{t}"
+    );
+    std::fs::write(&result, &good).unwrap();
+    std::fs::write(sb.stage("a").join("out/data/extra.txt"), "x").unwrap();
+    let t = text(&sb.run(&[]));
+    assert!(
+        t.contains("extra.txt: not expected") && t.contains("--force a"),
+        "{t}"
+    );
+    // The original bytes verify again; --force rebuilds the output.
+    std::fs::remove_file(sb.stage("a").join("out/data/extra.txt")).unwrap();
+    let t = ok(sb.run(&[]));
+    assert_eq!(t.matches("unchanged, skipped").count(), 3, "{t}");
+    std::fs::write(&result, &bad).unwrap();
+    ok(sb.run(&["--force", "a"]));
+    assert_eq!(std::fs::read(&result).unwrap(), good);
+
+    // A DONE from before outputs were recorded vouches for nothing: the stage runs again.
+    let done = sb.stage("c").join("DONE");
+    let mut marker: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&done).unwrap()).unwrap();
+    assert!(
+        marker["outputs"]["data"]["result.json"]["sha256"].is_string(),
+        "{marker}"
+    );
+    marker.as_object_mut().unwrap().remove("outputs");
+    std::fs::write(&done, marker.to_string()).unwrap();
+    let before = attempts(&sb, "c");
+    ok(sb.run(&[]));
+    assert_eq!(attempts(&sb, "c"), before + 1);
+}
+
 /// A crash in one stage: clear report, runner exits non-zero, earlier outputs intact, and the
 /// next run resumes the crashed stage from its last checkpoint.
 fn crash_case(fail: &str, expect: &[&str]) {

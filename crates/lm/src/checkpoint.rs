@@ -14,6 +14,8 @@ use std::path::Path;
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const CONFIG_FILE: &str = "config.json";
+/// Checksums of a model directory's files, in `sha256sum` format (`sha256sum -c SHA256SUMS` checks them).
+pub const SUMS_FILE: &str = "SHA256SUMS";
 
 /// One HF tensor: name, HF shape, row-major values.
 type HfTensor = (String, Vec<usize>, Vec<f32>);
@@ -204,8 +206,10 @@ pub fn save_model<B: Backend>(dir: &Path, model: &Qwen2<B>, cfg: &ModelConfig) -
     std::fs::write(&path, json + "\n").with_context(|| format!("writing {}", path.display()))
 }
 
-/// Loads `config.json` + `model.safetensors` from `dir`.
+/// Loads `config.json` + `model.safetensors` from `dir`, after checking them against `SHA256SUMS` when the
+/// directory has one (see [`write_sums`]; a model from elsewhere has none).
 pub fn load_model<B: Backend>(dir: &Path, device: &B::Device) -> Result<(ModelConfig, Qwen2<B>)> {
+    verify_sums(dir, &[CONFIG_FILE, WEIGHTS_FILE])?;
     let cfg = ModelConfig::from_hf_json_file(&dir.join(CONFIG_FILE))?;
     let path = dir.join(WEIGHTS_FILE);
     let tensors = read_safetensors(&path)?;
@@ -221,6 +225,17 @@ pub fn write_safetensors(
     tensors: &[HfTensor],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    // A NaN or an infinity written here would be loaded later as a model that trains and samples
+    // garbage without any error; refusing is the last line of defence behind the step's own check.
+    for (name, _, v) in tensors {
+        if let Some(x) = v.iter().find(|x| !x.is_finite()) {
+            bail!(
+                "refusing to write {}: tensor `{name}` holds a non-finite value ({x}); expected only \
+                 finite numbers",
+                path.display()
+            );
+        }
+    }
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
@@ -234,6 +249,90 @@ pub fn write_safetensors(
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, metadata).context("serialising safetensors")?;
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+/// SHA-256 (lowercase hex) and length in bytes of the file at `path`, read in chunks so that a large
+/// checkpoint is never held in memory twice.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let (mut h, mut buf, mut len) = (Sha256::new(), vec![0u8; 1 << 20], 0u64);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        len += n as u64;
+    }
+    let hex = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    Ok((hex, len))
+}
+
+/// Writes `SHA256SUMS` over every file of `dir` (call it once the directory is complete), so that a model
+/// directory copied anywhere can be checked on its own, by [`load_model`] or by `sha256sum -c`.
+pub fn write_sums(dir: &Path) -> Result<()> {
+    let mut names = vec![];
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string);
+        match name {
+            Some(n) if path.is_file() && n != SUMS_FILE => names.push(n),
+            _ => {}
+        }
+    }
+    names.sort();
+    let mut text = String::new();
+    for n in names {
+        let path = dir.join(&n);
+        let (hex, _) = sha256_file(&path).with_context(|| format!("hashing {}", path.display()))?;
+        text.push_str(&format!("{hex}  {n}\n"));
+    }
+    let path = dir.join(SUMS_FILE);
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Checks `names` in `dir` against its `SHA256SUMS`; a directory without one passes.
+pub fn verify_sums(dir: &Path, names: &[&str]) -> Result<()> {
+    let sums_path = dir.join(SUMS_FILE);
+    let text = match std::fs::read_to_string(&sums_path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        r => r.with_context(|| format!("reading {}", sums_path.display()))?,
+    };
+    let mut listed = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let (hex, name) = line.split_once("  ").with_context(|| {
+            format!(
+                "{}:{}: expected `<sha256>  <file name>`",
+                sums_path.display(),
+                i + 1
+            )
+        })?;
+        listed.insert(name, hex);
+    }
+    for name in names {
+        let path = dir.join(name);
+        let want = listed.get(name).with_context(|| {
+            format!(
+                "{}: not listed in {}; expected every file of the model there",
+                path.display(),
+                sums_path.display()
+            )
+        })?;
+        let (found, _) =
+            sha256_file(&path).with_context(|| format!("reading {}", path.display()))?;
+        ensure!(
+            found == **want,
+            "{}: sha256 {found}, expected {want} (listed in {}); the file was changed after it was written",
+            path.display(),
+            sums_path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Tensors by name: shape and f32 values.
@@ -316,6 +415,32 @@ mod tests {
         let (cfg2, m2) = load_model::<Cpu>(&dir, &Default::default()).unwrap();
         assert_eq!(cfg2, cfg);
         assert_eq!(m.to_host(&cfg), m2.to_host(&cfg));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_model_directory_with_sums_refuses_a_changed_file() {
+        let cfg = ModelConfig::preset("tiny-test").unwrap();
+        let m = Qwen2::<Cpu>::init(&cfg, 11, &Default::default());
+        let dir = std::env::temp_dir().join(format!("lm-sums-test-{}", std::process::id()));
+        save_model(&dir, &m, &cfg).unwrap();
+        write_sums(&dir).unwrap();
+        let sums = std::fs::read_to_string(dir.join(SUMS_FILE)).unwrap();
+        assert_eq!(sums.lines().count(), 2, "{sums}");
+        load_model::<Cpu>(&dir, &Default::default()).unwrap();
+        let path = dir.join(WEIGHTS_FILE);
+        let mut b = std::fs::read(&path).unwrap();
+        let last = b.len() - 3;
+        b[last] ^= 0x10;
+        std::fs::write(&path, &b).unwrap();
+        let e = load_model::<Cpu>(&dir, &Default::default())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(WEIGHTS_FILE) && e.contains("expected"), "{e}");
+        // Without the sums file (a model from elsewhere) nothing is checked.
+        std::fs::remove_file(dir.join(SUMS_FILE)).unwrap();
+        load_model::<Cpu>(&dir, &Default::default()).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -401,7 +401,8 @@ mod tests {
         // Names are joined longest first: the aggregate is one token, not "total number of" + "adult ...".
         let corpus =
             ["<question> What is the total number of adult animals in Pine Ridge? </question>"];
-        let t = Tokenizer::train_with_phrases(TokenizerKind::WordNames, corpus.iter(), NAMES).unwrap();
+        let t =
+            Tokenizer::train_with_phrases(TokenizerKind::WordNames, corpus.iter(), NAMES).unwrap();
         let ids = t.encode(corpus[0]).unwrap();
         let pieces: Vec<String> = ids.iter().map(|&i| t.id_to_token(i).unwrap()).collect();
         assert!(
@@ -415,12 +416,21 @@ mod tests {
     fn word_names_fast_path_gives_the_normalizers_ids() {
         let mut texts: Vec<String> = CORPUS.iter().map(|s| s.to_string()).collect();
         // Names next to punctuation, inside longer names, at the ends, repeated, and near-misses.
-        texts.push(" adult fox adult foxes Cedar Valley, Cedar  Valley.the total number of adult animals".into());
+        texts.push(
+            " adult fox adult foxes Cedar Valley, Cedar  Valley.the total number of adult animals"
+                .into(),
+        );
         texts.push("adult wolf in Pine Ridge equals adult fox in Pine Ridge".into());
-        let tok = Tokenizer::train_with_phrases(TokenizerKind::WordNames, texts.iter(), NAMES).unwrap();
+        let tok =
+            Tokenizer::train_with_phrases(TokenizerKind::WordNames, texts.iter(), NAMES).unwrap();
         assert!(tok.fast.is_some());
         for t in &texts {
-            let slow = tok.inner.encode(t.as_str(), false).unwrap().get_ids().to_vec();
+            let slow = tok
+                .inner
+                .encode(t.as_str(), false)
+                .unwrap()
+                .get_ids()
+                .to_vec();
             assert_eq!(tok.encode(t).unwrap(), slow, "{t}");
         }
         // The same after a round trip through tokenizer.json.
@@ -429,8 +439,16 @@ mod tests {
         let again = Tokenizer::from_file(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
         assert!(again.fast.is_some());
-        assert_eq!(again.encode(&texts[2]).unwrap(), tok.encode(&texts[2]).unwrap());
-        assert!(Tokenizer::train(TokenizerKind::Word, texts.iter()).unwrap().fast.is_none());
+        assert_eq!(
+            again.encode(&texts[2]).unwrap(),
+            tok.encode(&texts[2]).unwrap()
+        );
+        assert!(
+            Tokenizer::train(TokenizerKind::Word, texts.iter())
+                .unwrap()
+                .fast
+                .is_none()
+        );
     }
 
     #[test]

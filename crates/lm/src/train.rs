@@ -3,9 +3,14 @@
 //! checkpoints that resume exactly (model, AdamW moments, data cursor, step) — on CPU bit for bit.
 //!
 //! Checkpoint directory = HF model files (`model.safetensors`, `config.json`) + `optimizer.safetensors`
-//! (AdamW first/second moments, named `m.<param>` / `v.<param>`) + `train_state.json`.
+//! (AdamW first/second moments, named `m.<param>` / `v.<param>`) + `train_state.json`, which records the
+//! SHA-256 and size of every other file of the checkpoint (and a checksum of itself): a checkpoint whose
+//! files do not match is refused with a [`CheckpointError`] naming the file, never resumed.
 
-use crate::checkpoint::{load_model, read_safetensors, save_model, write_safetensors};
+use crate::checkpoint::{
+    CONFIG_FILE, WEIGHTS_FILE, load_model, read_safetensors, save_model, sha256_file,
+    write_safetensors,
+};
 use crate::config::ModelConfig;
 use crate::data::{Batch, Cursor, LossOn, PackedData, Packing, document_starts};
 use crate::host::HostModel;
@@ -16,7 +21,9 @@ use burn::module::{AutodiffModule, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "train_state.json";
@@ -168,7 +175,10 @@ pub enum TrainEvent {
     },
     /// The wall-clock budget ran out before the schedule's end (a slower machine than the sizing
     /// measured): training stops here, with a checkpoint.
-    OutOfTime { step: usize, total_steps: usize },
+    OutOfTime {
+        step: usize,
+        total_steps: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -178,6 +188,193 @@ pub struct StepStats {
     pub lr: f64,
     pub grad_norm: f64,
     pub tokens_seen: u64,
+}
+
+impl StepStats {
+    /// Whether the loss and the gradient norm are finite. A step that is not was not applied (see
+    /// [`Trainer::step`]).
+    pub fn is_finite(&self) -> bool {
+        self.loss.is_finite() && self.grad_norm.is_finite()
+    }
+
+    /// `Err` naming the step, the loss, the gradient norm and the learning rate when the step diverged.
+    pub fn check_finite(&self) -> Result<()> {
+        ensure!(
+            self.is_finite(),
+            "training diverged at step {}: loss {}, gradient norm {} (learning rate {:e}); the step was not \
+             applied and not saved, the last checkpoint stands. Lower the learning rate (or lengthen the \
+             warm-up) and run again",
+            self.step,
+            self.loss,
+            self.grad_norm,
+            self.lr
+        );
+        Ok(())
+    }
+}
+
+/// Size and SHA-256 of one checkpoint file, as `train_state.json` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// The state file on disk: the state, the checksum of every other file of the checkpoint, and a checksum
+/// of those two, so that a flipped digit in the state itself (a step count, a cursor) is caught too.
+#[derive(Serialize, Deserialize)]
+struct StateFile {
+    #[serde(flatten)]
+    state: TrainState,
+    files: BTreeMap<String, FileSum>,
+    sha256: String,
+}
+
+/// What the state file's own checksum covers (compact JSON of the parsed values, so that it does not
+/// depend on the file's whitespace).
+fn state_sha256(state: &TrainState, files: &BTreeMap<String, FileSum>) -> String {
+    use sha2::{Digest, Sha256};
+    let bytes = serde_json::to_vec(&(state, files)).expect("the state serializes");
+    Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The files [`Trainer::save`] writes besides the state: a directory holding any of them but no state file
+/// is a broken checkpoint, not an absent one.
+const CHECKPOINT_FILES: [&str; 3] = [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE];
+
+/// Why a checkpoint cannot be resumed, and which file is at fault.
+#[derive(Debug)]
+pub struct CheckpointError {
+    /// The file at fault.
+    pub file: PathBuf,
+    pub problem: CheckpointProblem,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointProblem {
+    /// The state file records the file, but it is gone.
+    Missing,
+    /// The file has another size than the state file recorded (truncated or replaced).
+    Size { expected: u64, found: u64 },
+    /// Same size, other bytes.
+    Sha256 { expected: String, found: String },
+    /// The state file does not record a file every checkpoint has.
+    NotRecorded,
+    /// The state file is absent although the directory holds checkpoint files.
+    NoState { present: Vec<String> },
+    /// The file cannot be read or parsed.
+    Unreadable(String),
+    /// The state file's contents do not match the checksum it carries.
+    StateChecksum,
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = self.file.display();
+        match &self.problem {
+            CheckpointProblem::Missing => {
+                write!(
+                    f,
+                    "{file}: missing; expected it, as {STATE_FILE} records it"
+                )
+            }
+            CheckpointProblem::Size { expected, found } => write!(
+                f,
+                "{file}: {found} bytes, expected {expected} (the size {STATE_FILE} recorded); the file was \
+                 truncated or replaced"
+            ),
+            CheckpointProblem::Sha256 { expected, found } => write!(
+                f,
+                "{file}: sha256 {found}, expected {expected} (recorded in {STATE_FILE} when the checkpoint \
+                 was saved); the file is corrupted"
+            ),
+            CheckpointProblem::NotRecorded => write!(
+                f,
+                "{file}: {STATE_FILE} records no checksum for it; expected one for every file of the checkpoint"
+            ),
+            CheckpointProblem::NoState { present } => write!(
+                f,
+                "{file}: missing, but the directory holds checkpoint files ({}); the checkpoint is incomplete",
+                present.join(", ")
+            ),
+            CheckpointProblem::Unreadable(why) => write!(f, "{file}: cannot be read: {why}"),
+            CheckpointProblem::StateChecksum => write!(
+                f,
+                "{file}: its contents do not match the checksum it carries; the file is corrupted"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+fn broken(file: PathBuf, problem: CheckpointProblem) -> anyhow::Error {
+    CheckpointError { file, problem }.into()
+}
+
+/// A checkpoint directory whose files all match the checksums its state file recorded.
+#[derive(Debug)]
+pub struct Checkpoint {
+    dir: PathBuf,
+    state: TrainState,
+}
+
+impl Checkpoint {
+    /// Finishes an interrupted save (see [`recover_checkpoint`]), then verifies every file the state file
+    /// records. `Ok(None)`: no checkpoint was saved yet (the directory is absent or holds only files that
+    /// are not the trainer's, such as a tokenizer written before the first save). A checkpoint that exists
+    /// but is incomplete, unparsable or altered is an `Err` holding a [`CheckpointError`].
+    pub fn open(dir: &Path) -> Result<Option<Checkpoint>> {
+        if !recover_checkpoint(dir)? {
+            return Ok(None);
+        }
+        let path = dir.join(STATE_FILE);
+        let unreadable = |why: String| broken(path.clone(), CheckpointProblem::Unreadable(why));
+        let text = std::fs::read_to_string(&path).map_err(|e| unreadable(e.to_string()))?;
+        let file: StateFile = serde_json::from_str(&text)
+            .map_err(|e| unreadable(format!("not a state file: {e}")))?;
+        if state_sha256(&file.state, &file.files) != file.sha256 {
+            return Err(broken(path, CheckpointProblem::StateChecksum));
+        }
+        for name in CHECKPOINT_FILES {
+            if !file.files.contains_key(name) {
+                return Err(broken(dir.join(name), CheckpointProblem::NotRecorded));
+            }
+        }
+        for (name, want) in &file.files {
+            let p = dir.join(name);
+            let (sha256, bytes) = match sha256_file(&p) {
+                Ok(x) => x,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(broken(p, CheckpointProblem::Missing));
+                }
+                Err(e) => return Err(broken(p, CheckpointProblem::Unreadable(e.to_string()))),
+            };
+            if bytes != want.bytes {
+                let (expected, found) = (want.bytes, bytes);
+                return Err(broken(p, CheckpointProblem::Size { expected, found }));
+            }
+            if sha256 != want.sha256 {
+                let (expected, found) = (want.sha256.clone(), sha256);
+                return Err(broken(p, CheckpointProblem::Sha256 { expected, found }));
+            }
+        }
+        Ok(Some(Checkpoint {
+            dir: dir.to_path_buf(),
+            state: file.state,
+        }))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
 }
 
 /// AdamW (decoupled weight decay, bias-corrected moments, as `torch.optim.AdamW`). Weight decay applies
@@ -325,7 +522,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.state.step >= self.state.config.total_steps()
     }
 
-    /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches.
+    /// One optimizer step (all micro-batches). Returns the mean loss over micro-batches. A step whose loss
+    /// or gradient norm is not finite changes nothing (weights, moments, step count, data cursor): callers
+    /// see it in [`StepStats::is_finite`] / [`StepStats::check_finite`], and the trainer never holds, so
+    /// never saves, the NaN weights it would have produced.
     pub fn step(&mut self) -> StepStats {
         let tc = self.state.config.clone();
         let dp = tc.data_parallel.max(1);
@@ -339,8 +539,13 @@ impl<B: AutodiffBackend> Trainer<B> {
         } else {
             self.burn_grads(&tc, dp)
         };
-        self.state.cursor = self.data.cursor;
-        self.apply(grads, loss_sum / tc.grad_accum as f64, tc.tokens_per_step())
+        let s = self.apply(grads, loss_sum / tc.grad_accum as f64, tc.tokens_per_step());
+        if s.is_finite() {
+            self.state.cursor = self.data.cursor;
+        } else {
+            self.data.cursor = self.state.cursor;
+        }
+        s
     }
 
     /// One optimizer step on a batch built by the caller (reinforcement learning: per-token weights are
@@ -369,13 +574,22 @@ impl<B: AutodiffBackend> Trainer<B> {
         let sq: Vec<Tensor<B::InnerBackend, 1>> =
             grads.iter().map(|g| g.clone().square().sum()).collect();
         let grad_norm = Tensor::cat(sq, 0).sum().into_scalar().elem::<f64>().sqrt();
+        let lr = tc.lr_at(self.state.step);
+        if !(loss.is_finite() && grad_norm.is_finite()) {
+            return StepStats {
+                step: self.state.step + 1,
+                loss,
+                lr,
+                grad_norm,
+                tokens_seen: self.state.tokens_seen,
+            };
+        }
         let scale = if tc.grad_clip > 0.0 && grad_norm > tc.grad_clip {
             tc.grad_clip / (grad_norm + 1e-6)
         } else {
             1.0
         };
 
-        let lr = tc.lr_at(self.state.step);
         let t = (self.state.step + 1) as i32;
         let (bc1, bc2) = (1.0 - tc.beta1.powi(t), 1.0 - tc.beta2.powi(t));
         let host = host_backend::<B::InnerBackend>();
@@ -534,6 +748,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Trains until the token budget is spent: held-out loss every `eval_every` steps, a resumable checkpoint
     /// in `ckpt_dir` every `checkpoint_every` steps and at the end, and every event passed to `on_event`
     /// (which may return `Err` to stop, e.g. on a stop request; the last checkpoint then resumes the run).
+    /// A step whose loss or gradient norm is not finite ends the run with an error (see
+    /// [`StepStats::check_finite`]) before anything is saved.
     pub fn run(
         &mut self,
         held_out: Option<&mut PackedData>,
@@ -568,12 +784,12 @@ impl<B: AutodiffBackend> Trainer<B> {
                 last: false,
             });
         }
-        let sizing = |t: &Trainer<B>| {
-            train_seconds.is_some() && t.state.sized.is_some_and(|s| !s.last)
-        };
+        let sizing =
+            |t: &Trainer<B>| train_seconds.is_some() && t.state.sized.is_some_and(|s| !s.last);
         // Until the first sizing the schedule is the token cap's (its warm-up keeps the first steps' rate low).
         while self.state.step < self.state.config.total_steps() {
             let s = self.step();
+            s.check_finite()?;
             if train_seconds.is_some() {
                 // Counted only under a time budget: a token-budget run's state stays bit-reproducible.
                 self.state.train_seconds = seconds_before + started.elapsed().as_secs_f64();
@@ -613,7 +829,8 @@ impl<B: AutodiffBackend> Trainer<B> {
                     step: s.step,
                     total_steps: self.state.config.total_steps(),
                 })?;
-                self.state.config.token_budget = s.step as u64 * self.state.config.tokens_per_step();
+                self.state.config.token_budget =
+                    s.step as u64 * self.state.config.tokens_per_step();
             }
             let tc = &self.state.config;
             let last = s.step >= tc.total_steps();
@@ -687,9 +904,31 @@ impl<B: AutodiffBackend> Trainer<B> {
             }
         }
         write_safetensors(&partial.join(OPTIMIZER_FILE), &tensors, None)?;
+        // Every file, the ones that travelled with the checkpoint included: a resume trusts all of them.
+        let mut files = BTreeMap::new();
+        for entry in
+            std::fs::read_dir(&partial).with_context(|| format!("reading {}", partial.display()))?
+        {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("{}: not a UTF-8 file name", path.display()))?
+                .to_string();
+            if path.is_file() && name != STATE_FILE {
+                let (sha256, bytes) =
+                    sha256_file(&path).with_context(|| format!("hashing {}", path.display()))?;
+                files.insert(name, FileSum { sha256, bytes });
+            }
+        }
         // The state last: a partial directory with it is complete.
         let path = partial.join(STATE_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(&self.state)? + "\n")
+        let file = StateFile {
+            sha256: state_sha256(&self.state, &files),
+            state: self.state.clone(),
+            files,
+        };
+        std::fs::write(&path, serde_json::to_string_pretty(&file)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         if dir.exists() {
             remove_dir_if_present(&old)?;
@@ -699,15 +938,27 @@ impl<B: AutodiffBackend> Trainer<B> {
         remove_dir_if_present(&old)
     }
 
-    /// Restores a trainer from a checkpoint written by [`Trainer::save`]. `data` must be the same corpus.
+    /// Restores a trainer from a checkpoint written by [`Trainer::save`] after verifying every file of it
+    /// (see [`Checkpoint::open`]); no checkpoint at all is an error too. `data` must be the same corpus.
     pub fn resume(dir: &Path, data: PackedData, device: B::Device) -> Result<Self> {
-        recover_checkpoint(dir)?;
+        let checkpoint = Checkpoint::open(dir)?.with_context(|| {
+            format!(
+                "{}: no checkpoint to resume from; expected {STATE_FILE} and the files it records",
+                dir.display()
+            )
+        })?;
+        Self::resume_from(checkpoint, data, device)
+    }
+
+    /// Restores a trainer from a verified checkpoint. `data` must be the same corpus.
+    pub fn resume_from(
+        checkpoint: Checkpoint,
+        data: PackedData,
+        device: B::Device,
+    ) -> Result<Self> {
+        let Checkpoint { dir, state } = checkpoint;
+        let dir = dir.as_path();
         let (model_config, model) = load_model::<B>(dir, &device)?;
-        let path = dir.join(STATE_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let state: TrainState =
-            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let opt_path = dir.join(OPTIMIZER_FILE);
         let mut saved = read_safetensors(&opt_path)?;
         let inner = device.clone();
@@ -741,7 +992,9 @@ impl<B: AutodiffBackend> Trainer<B> {
 /// Completes or rolls back a [`Trainer::save`] that a kill interrupted, and says whether `dir` now holds a
 /// checkpoint to resume from. A save writes `<dir>.partial` (its state file last), moves `dir` to `<dir>.old`,
 /// moves the partial directory to `dir` and deletes the old one; whichever step it died in, this finishes
-/// with the newest complete checkpoint in `dir`.
+/// with the newest complete checkpoint in `dir`. A `dir` that holds the trainer's files but no state file
+/// is an error (a [`CheckpointError`]), not "no checkpoint": starting over would silently discard it. It
+/// checks no checksums; [`Checkpoint::open`] does.
 pub fn recover_checkpoint(dir: &Path) -> Result<bool> {
     let (partial, old) = (sibling(dir, "partial"), sibling(dir, "old"));
     if !dir.exists() {
@@ -754,8 +1007,20 @@ pub fn recover_checkpoint(dir: &Path) -> Result<bool> {
     remove_dir_if_present(&partial)?;
     if dir.join(STATE_FILE).is_file() {
         remove_dir_if_present(&old)?;
+        return Ok(true);
     }
-    Ok(dir.join(STATE_FILE).is_file())
+    let present: Vec<String> = CHECKPOINT_FILES
+        .iter()
+        .filter(|f| dir.join(f).exists())
+        .map(|f| f.to_string())
+        .collect();
+    if !present.is_empty() {
+        return Err(broken(
+            dir.join(STATE_FILE),
+            CheckpointProblem::NoState { present },
+        ));
+    }
+    Ok(false)
 }
 
 /// `<dir>.<suffix>`, beside `dir`.
@@ -853,13 +1118,22 @@ mod tests {
         let device = Default::default();
         let dir = std::env::temp_dir().join(format!("lm-wall-clock-{}", std::process::id()));
         let new = |tc: &TrainConfig, data| {
-            Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg.clone(), tc.clone(), data, device)
+            Trainer::<B>::new(
+                Qwen2::init(&cfg, 1, &device),
+                cfg.clone(),
+                tc.clone(),
+                data,
+                device,
+            )
         };
         // An hour for 320 tiny steps: both sizings happen, and the token budget caps the schedule.
         let mut t = new(&tc, data);
         let mut schedules = vec![];
         t.run_for(None, &dir, Some(3600.0), |e| {
-            if let TrainEvent::Schedule { step, total_steps, .. } = *e {
+            if let TrainEvent::Schedule {
+                step, total_steps, ..
+            } = *e
+            {
                 schedules.push((step, total_steps));
             }
             Ok(())
@@ -887,7 +1161,10 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!((out_of_time, late.state.step, late.config().total_steps()), (vec![1], 1, 1));
+        assert_eq!(
+            (out_of_time, late.state.step, late.config().total_steps()),
+            (vec![1], 1, 1)
+        );
         let (_, _, data) = setup(&tc, &texts);
         assert!(Trainer::<B>::resume(&dir, data, device).unwrap().done());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -1055,6 +1332,256 @@ mod tests {
         // Nothing saved yet: nothing to resume.
         assert!(!recover_checkpoint(&root.join("none")).unwrap());
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Flips one byte in the middle of a file; for safetensors, inside the tensor data (past the header).
+    fn flip_byte(path: &Path) {
+        let mut b = std::fs::read(path).unwrap();
+        let start = if path.extension().is_some_and(|e| e == "safetensors") {
+            8 + u64::from_le_bytes(b[..8].try_into().unwrap()) as usize
+        } else {
+            0
+        };
+        let i = start + (b.len() - start) / 2;
+        b[i] ^= 0x5a;
+        std::fs::write(path, b).unwrap();
+    }
+
+    fn problem(r: Result<Option<Checkpoint>>) -> (PathBuf, CheckpointProblem) {
+        let e = r.expect_err("the checkpoint should be refused");
+        let e = e
+            .downcast_ref::<CheckpointError>()
+            .unwrap_or_else(|| panic!("not a CheckpointError: {e:#}"));
+        (e.file.clone(), e.problem.clone())
+    }
+
+    #[test]
+    fn a_checkpoint_with_any_file_altered_truncated_or_deleted_is_refused_naming_it() {
+        let tc = TrainConfig {
+            seq_len: 24,
+            batch_size: 2,
+            token_budget: 8 * 48,
+            ..Default::default()
+        };
+        let texts = corpus(6);
+        let (_, cfg, data) = setup(&tc, &texts);
+        let device = Default::default();
+        let mut t = Trainer::<B>::new(Qwen2::init(&cfg, 1, &device), cfg, tc.clone(), data, device);
+        t.step();
+        let root = std::env::temp_dir().join(format!("lm-checksums-{}", std::process::id()));
+        let good = root.join("good");
+        std::fs::create_dir_all(&good).unwrap();
+        // A file the caller keeps in the checkpoint (before its first save) is covered too.
+        std::fs::write(good.join("tokenizer.json"), "{\"model\": \"word\"}").unwrap();
+        t.save(&good).unwrap();
+        let opened = Checkpoint::open(&good).unwrap().expect("a checkpoint");
+        assert_eq!(opened.state(), &t.state);
+        let case = root.join("case");
+        let fresh = || {
+            let _ = std::fs::remove_dir_all(&case);
+            std::fs::create_dir_all(&case).unwrap();
+            for e in std::fs::read_dir(&good).unwrap() {
+                let e = e.unwrap().path();
+                std::fs::copy(&e, case.join(e.file_name().unwrap())).unwrap();
+            }
+        };
+        for name in [WEIGHTS_FILE, CONFIG_FILE, OPTIMIZER_FILE, "tokenizer.json"] {
+            let file = case.join(name);
+            fresh();
+            flip_byte(&file);
+            let (f, p) = problem(Checkpoint::open(&case));
+            assert_eq!(f, file);
+            assert!(
+                matches!(p, CheckpointProblem::Sha256 { .. }),
+                "{name}: {p:?}"
+            );
+            fresh();
+            let len = std::fs::metadata(&file).unwrap().len();
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_len(len / 2)
+                .unwrap();
+            let (f, p) = problem(Checkpoint::open(&case));
+            assert_eq!(f, file);
+            assert_eq!(
+                p,
+                CheckpointProblem::Size {
+                    expected: len,
+                    found: len / 2
+                },
+                "{name}"
+            );
+            fresh();
+            std::fs::remove_file(&file).unwrap();
+            let (f, p) = problem(Checkpoint::open(&case));
+            assert_eq!((f, p), (file, CheckpointProblem::Missing), "{name}");
+        }
+        // The state file: a changed number parses but fails its own checksum; a cut one does not parse; a
+        // deleted one leaves model files without a state, which is broken, not absent.
+        let state = case.join(STATE_FILE);
+        fresh();
+        let text = std::fs::read_to_string(&state).unwrap();
+        assert!(text.contains("\"step\": 1,"), "{text}");
+        std::fs::write(&state, text.replace("\"step\": 1,", "\"step\": 7,")).unwrap();
+        assert_eq!(
+            problem(Checkpoint::open(&case)),
+            (state.clone(), CheckpointProblem::StateChecksum)
+        );
+        fresh();
+        std::fs::write(&state, &text[..text.len() / 2]).unwrap();
+        let (f, p) = problem(Checkpoint::open(&case));
+        assert_eq!(f, state);
+        assert!(matches!(p, CheckpointProblem::Unreadable(_)), "{p:?}");
+        fresh();
+        std::fs::remove_file(&state).unwrap();
+        let (f, p) = problem(Checkpoint::open(&case));
+        assert_eq!(f, state);
+        assert!(matches!(p, CheckpointProblem::NoState { .. }), "{p:?}");
+        let (_, _, data) = setup(&tc, &texts);
+        let e = Trainer::<B>::resume(&case, data, Default::default())
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains(STATE_FILE), "{e:#}");
+        // Files written before the first save are not a checkpoint: nothing to resume, no error.
+        let _ = std::fs::remove_dir_all(&case);
+        std::fs::create_dir_all(&case).unwrap();
+        std::fs::write(case.join("tokenizer.json"), "{}").unwrap();
+        assert!(Checkpoint::open(&case).unwrap().is_none());
+        assert!(Checkpoint::open(&root.join("absent")).unwrap().is_none());
+        // The untouched original still resumes.
+        let (_, _, data) = setup(&tc, &texts);
+        let resumed = Trainer::<B>::resume(&good, data, Default::default()).unwrap();
+        assert_eq!(resumed.state, t.state);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_diverging_run_stops_with_the_step_and_never_saves_non_finite_weights() {
+        let tc = TrainConfig {
+            seq_len: 24,
+            batch_size: 2,
+            token_budget: 20 * 48,
+            lr: 1e12,
+            min_lr: 1e12,
+            warmup_frac: 0.0,
+            grad_clip: 0.0,
+            checkpoint_every: 1,
+            ..Default::default()
+        };
+        let texts = corpus(6);
+        let (_, cfg, data) = setup(&tc, &texts);
+        let device = Default::default();
+        let mut t = Trainer::<B>::new(
+            Qwen2::init(&cfg, 1, &device),
+            cfg.clone(),
+            tc.clone(),
+            data,
+            device,
+        );
+        let dir = std::env::temp_dir().join(format!("lm-diverge-{}", std::process::id()));
+        let mut last_good = None;
+        let err = t
+            .run(None, &dir, |e| {
+                if let TrainEvent::Step(s) = e {
+                    last_good = Some(s.step);
+                }
+                Ok(())
+            })
+            .expect_err("lr 1e12 should diverge");
+        let msg = format!("{err:#}");
+        let failed = last_good.unwrap_or(0) + 1;
+        assert!(
+            msg.contains(&format!("diverged at step {failed}:"))
+                && msg.contains("loss")
+                && msg.contains("gradient norm")
+                && msg.contains("Lower the learning rate"),
+            "{msg}"
+        );
+        assert_eq!(
+            t.state.step,
+            failed - 1,
+            "the diverged step was not applied"
+        );
+        let finite = |w: Vec<f32>| w.iter().all(|x| x.is_finite());
+        assert!(finite(
+            t.model
+                .to_host(&cfg)
+                .into_iter()
+                .flat_map(|p| p.2)
+                .collect()
+        ));
+        // Checkpoints every step: the one on disk is the last good step's, whole and finite.
+        let c = Checkpoint::open(&dir)
+            .unwrap()
+            .expect("a checkpoint of the steps before");
+        assert_eq!(c.state().step, failed - 1, "only good steps are saved");
+        let (_, saved) = load_model::<B>(&dir, &Default::default()).unwrap();
+        assert!(finite(
+            saved.to_host(&cfg).into_iter().flat_map(|p| p.2).collect()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_non_finite_step_on_changes_nothing_and_says_so() {
+        let tc = TrainConfig::default();
+        let texts = corpus(2);
+        let (_, cfg, _) = setup(&tc, &texts);
+        let device = Default::default();
+        let one = PackedData::new(vec![vec![0]], LossOn::All, Packing::Whole, 1, 0, false);
+        let mut t = Trainer::<B>::new(Qwen2::init(&cfg, 4, &device), cfg.clone(), tc, one, device);
+        let b = Batch {
+            rows: 1,
+            seq_len: 4,
+            inputs: vec![1, 2, 3, 4],
+            targets: vec![2, 3, 4, 5],
+            weights: vec![1.0, f32::NAN, 1.0, 1.0],
+        };
+        let before: Vec<f32> = t
+            .model
+            .to_host(&cfg)
+            .into_iter()
+            .flat_map(|p| p.2)
+            .collect();
+        let s = t.step_on(&b, 4.0);
+        assert!(!s.is_finite(), "{s:?}");
+        let e = s.check_finite().unwrap_err().to_string();
+        assert!(
+            e.contains("diverged at step 1:") && e.contains("NaN"),
+            "{e}"
+        );
+        let after: Vec<f32> = t
+            .model
+            .to_host(&cfg)
+            .into_iter()
+            .flat_map(|p| p.2)
+            .collect();
+        assert!(before == after, "weights changed");
+        assert_eq!(t.state.step, 0);
+        let good = Batch {
+            weights: vec![1.0; 4],
+            ..b
+        };
+        let s = t.step_on(&good, 4.0);
+        assert!(s.check_finite().is_ok() && s.step == 1, "{s:?}");
+    }
+
+    #[test]
+    fn non_finite_tensors_are_never_written() {
+        let path = std::env::temp_dir().join(format!("lm-nan-{}.safetensors", std::process::id()));
+        let e = write_safetensors(
+            &path,
+            &[("w".into(), vec![2], vec![1.0, f32::INFINITY])],
+            None,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`w`") && e.contains("inf") && !path.exists(),
+            "{e}"
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use stage_api::{ArtifactRef, Event, Outcome, Request, RewardSpec};
 
 use crate::preflight::ResolvedStage;
-use crate::rundir::{RunDir, fingerprint, remove_all, write_atomic};
+use crate::rundir::{RunDir, Tree, fingerprint, hash_tree, remove_all, verify_tree, write_atomic};
 use crate::spec::Pipeline;
 
 /// How to run.
@@ -273,13 +273,51 @@ pub fn execute(
             .outputs
             .iter()
             .all(|o| rd.output(&s.name, &o.name).is_dir());
+        let done = rd.done(&s.name).filter(|d| d.fingerprint == fp);
+        // A DONE written before outputs were recorded cannot vouch for them: such a stage reruns.
         if !is_forced
-            && rd.done_fingerprint(&s.name).as_deref() == Some(fp.as_str())
             && outputs_present
+            && let Some(recorded) = done.and_then(|d| d.outputs)
         {
-            obs.skipped(&s.name, &m.name);
-            summary.skipped.push(s.name.clone());
-            continue;
+            // Verified here, once per run, so that neither a skip nor a downstream stage trusts an output
+            // that changed after its stage finished (stages that run now are hashed as they finish).
+            let mut problem = None;
+            for o in &m.outputs {
+                let dir = rd.output(&s.name, &o.name);
+                problem = match recorded.get(&o.name) {
+                    None => Some(format!(
+                        "{}: DONE records no files for this output",
+                        dir.display()
+                    )),
+                    Some(tree) => verify_tree(&dir, tree, "DONE when the stage finished")?,
+                };
+                if problem.is_some() {
+                    break;
+                }
+            }
+            let Some(problem) = problem else {
+                obs.skipped(&s.name, &m.name);
+                summary.skipped.push(s.name.clone());
+                continue;
+            };
+            summary.failed = Some(StageReport {
+                stage: s.name.clone(),
+                plugin: m.name.clone(),
+                plugin_version: m.version.clone(),
+                fingerprint: fp,
+                status: StageStatus::Error,
+                message: Some(format!(
+                    "its outputs changed after it finished, so neither it nor a later stage can trust them: \
+                     {problem}; rerun with `--force {}` to run it again",
+                    s.name
+                )),
+                exit: "not started".into(),
+                stderr_tail: Vec::new(),
+                resumed: false,
+                elapsed_s: 0.0,
+                stage_dir: dir.clone(),
+            });
+            break;
         }
         if stop.load(Ordering::SeqCst) > 0 {
             let report = StageReport {
@@ -444,10 +482,17 @@ pub fn execute(
             remove_all(&out)?;
             std::fs::rename(&partial, &out)
                 .with_context(|| format!("promoting {}", partial.display()))?;
+            // What later runs verify before they skip this stage or hand its outputs on.
+            let outputs = m
+                .outputs
+                .iter()
+                .map(|o| Ok((o.name.clone(), hash_tree(&out.join(&o.name))?)))
+                .collect::<anyhow::Result<BTreeMap<String, Tree>>>()?;
             write_atomic(
                 &dir.join("DONE"),
                 &serde_json::to_vec_pretty(&json!({
                     "fingerprint": fp, "plugin": m.name, "version": m.version, "finished_at": now(),
+                    "outputs": outputs,
                 }))?,
             )?;
             obs.finished(&report);

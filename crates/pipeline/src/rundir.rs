@@ -6,11 +6,12 @@
 //!                         ckpt/  ckpt.json  out.partial/<output>/  →  out/<output>/
 //! ```
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// Paths inside a run directory.
@@ -31,12 +32,124 @@ impl RunDir {
         self.stage(stage).join("out").join(output)
     }
 
+    /// `stages/<stage>/DONE`, if the stage finished (and the marker parses).
+    pub fn done(&self, stage: &str) -> Option<Done> {
+        let text = std::fs::read_to_string(self.stage(stage).join("DONE")).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
     /// The fingerprint in `stages/<stage>/DONE`, if the stage finished.
     pub fn done_fingerprint(&self, stage: &str) -> Option<String> {
-        let text = std::fs::read_to_string(self.stage(stage).join("DONE")).ok()?;
-        let v: Value = serde_json::from_str(&text).ok()?;
-        v["fingerprint"].as_str().map(str::to_string)
+        self.done(stage).map(|d| d.fingerprint)
     }
+}
+
+/// What `DONE` says about a finished stage (the fields the runner reads back).
+#[derive(Clone, Debug, Deserialize)]
+pub struct Done {
+    /// The fingerprint the stage finished with.
+    pub fingerprint: String,
+    /// Every file of every output, by output name and path relative to the output directory. `None` in a
+    /// marker written before the runner recorded them: such a stage cannot vouch for its outputs.
+    #[serde(default)]
+    pub outputs: Option<BTreeMap<String, Tree>>,
+}
+
+/// Size and SHA-256 of one file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    /// Lowercase hex.
+    pub sha256: String,
+    /// Length in bytes.
+    pub bytes: u64,
+}
+
+/// The files under a directory: path relative to it (`/`-separated) → size and SHA-256.
+pub type Tree = BTreeMap<String, FileSum>;
+
+/// Relative path → (absolute path, size) of every file under `dir`, directories followed, sorted.
+fn list_files(dir: &Path) -> anyhow::Result<BTreeMap<String, (PathBuf, u64)>> {
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<String, (PathBuf, u64)>,
+    ) -> anyhow::Result<()> {
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let path = entry.path();
+            let meta =
+                std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            if meta.is_dir() {
+                walk(root, &path, out)?;
+            } else {
+                let rel = path.strip_prefix(root).expect("under the root");
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.insert(rel.join("/"), (path, meta.len()));
+            }
+        }
+        Ok(())
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, dir, &mut out)?;
+    Ok(out)
+}
+
+/// Size and SHA-256 of every file under `dir`.
+pub fn hash_tree(dir: &Path) -> anyhow::Result<Tree> {
+    list_files(dir)?
+        .into_iter()
+        .map(|(rel, (path, bytes))| {
+            let sha256 = hash_file(&path)?;
+            Ok((rel, FileSum { sha256, bytes }))
+        })
+        .collect()
+}
+
+/// The first difference between the files under `dir` and `expected` (recorded by [`hash_tree`] when
+/// `what` wrote them), naming the file; `None` when every file matches. Sizes and names are compared
+/// before any file is hashed, so a truncated or missing file is found without reading the rest.
+pub fn verify_tree(dir: &Path, expected: &Tree, what: &str) -> anyhow::Result<Option<String>> {
+    let found = list_files(dir)?;
+    for (rel, want) in expected {
+        let path = dir.join(rel);
+        match found.get(rel) {
+            None => {
+                return Ok(Some(format!(
+                    "{}: missing; expected it, as {what} recorded it",
+                    path.display()
+                )));
+            }
+            Some(&(_, bytes)) if bytes != want.bytes => {
+                return Ok(Some(format!(
+                    "{}: {bytes} bytes, expected {} (recorded in {what}); the file was truncated or replaced",
+                    path.display(),
+                    want.bytes
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some((_, (path, _))) = found.iter().find(|(rel, _)| !expected.contains_key(*rel)) {
+        return Ok(Some(format!(
+            "{}: not expected; {what} recorded no such file",
+            path.display()
+        )));
+    }
+    for (rel, want) in expected {
+        let path = dir.join(rel);
+        let sha256 = hash_file(&path)?;
+        if sha256 != want.sha256 {
+            return Ok(Some(format!(
+                "{}: sha256 {sha256}, expected {} (recorded in {what}); the file was changed",
+                path.display(),
+                want.sha256
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// SHA-256 of a file, hex.
@@ -59,13 +172,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// SHA-256 of the canonical JSON of `v` (object keys sorted, no whitespace), hex.
-pub fn fingerprint(v: &Value) -> String {
+pub fn fingerprint(v: &serde_json::Value) -> String {
     let mut s = String::new();
     canonical(v, &mut s);
     hex(&Sha256::digest(s.as_bytes()))
 }
 
-fn canonical(v: &Value, out: &mut String) {
+fn canonical(v: &serde_json::Value, out: &mut String) {
+    use serde_json::Value;
     match v {
         Value::Object(m) => {
             let mut keys: Vec<&String> = m.keys().collect();
@@ -114,6 +228,41 @@ pub(crate) fn remove_all(path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn verify_tree_names_the_first_changed_missing_truncated_or_extra_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::fs::write(d.join("a.bin"), [7u8; 3000]).unwrap();
+        std::fs::write(d.join("sub/b.json"), "{\"x\": 1}").unwrap();
+        let tree = hash_tree(d).unwrap();
+        assert_eq!(tree.keys().collect::<Vec<_>>(), ["a.bin", "sub/b.json"]);
+        assert_eq!(tree["a.bin"].bytes, 3000);
+        let check = || verify_tree(d, &tree, "DONE").unwrap();
+        assert_eq!(check(), None);
+
+        let mut b = std::fs::read(d.join("a.bin")).unwrap();
+        b[1500] ^= 1;
+        std::fs::write(d.join("a.bin"), &b).unwrap();
+        let m = check().unwrap();
+        assert!(
+            m.contains("a.bin: sha256 ") && m.contains("the file was changed"),
+            "{m}"
+        );
+        b[1500] ^= 1;
+        std::fs::write(d.join("a.bin"), &b[..1000]).unwrap();
+        let m = check().unwrap();
+        assert!(m.contains("a.bin: 1000 bytes, expected 3000"), "{m}");
+        std::fs::remove_file(d.join("a.bin")).unwrap();
+        let m = check().unwrap();
+        assert!(m.contains("a.bin: missing"), "{m}");
+        std::fs::write(d.join("a.bin"), &b).unwrap();
+        assert_eq!(check(), None);
+        std::fs::write(d.join("sub/c.txt"), "new").unwrap();
+        let m = check().unwrap();
+        assert!(m.contains("c.txt: not expected"), "{m}");
+    }
 
     #[test]
     fn fingerprint_ignores_key_order_only() {

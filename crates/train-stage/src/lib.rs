@@ -405,7 +405,8 @@ fn train<B: AutodiffBackend>(
     let (train_texts, held_texts) = texts.split_at(texts.len() - held_out);
     let mut train_texts = train_texts.to_vec();
     if let Start::From(_, Some(replay)) = &start {
-        let n = (replay.fraction / (1.0 - replay.fraction) * train_texts.len() as f64).round() as usize;
+        let n =
+            (replay.fraction / (1.0 - replay.fraction) * train_texts.len() as f64).round() as usize;
         let path = ctx.input("data")?.join(format!("{}.jsonl", replay.dataset));
         ensure!(
             path.exists(),
@@ -429,10 +430,20 @@ fn train<B: AutodiffBackend>(
     let read_s = stage_start.elapsed().as_secs_f64();
 
     // ---- tokenizer and starting weights
-    let resuming = ctx.resuming() && lm::train::recover_checkpoint(&ckpt)?;
+    // Verified before anything is read from it; a checkpoint that does not verify fails the stage (with
+    // the way out), as starting over would silently discard it.
+    let checkpoint = match ctx.resuming() {
+        true => lm::train::Checkpoint::open(&ckpt).with_context(|| unusable(ctx, &ckpt))?,
+        false => None,
+    };
+    let resuming = checkpoint.is_some();
+    if ctx.resuming() && !resuming {
+        ctx.log("the last attempt ended before its first checkpoint; training from the start");
+    }
     let mut base_tokens = 0u64;
     let tokenizer = match &start {
-        _ if resuming => Tokenizer::from_file(&ckpt.join("tokenizer.json"))?,
+        _ if resuming => Tokenizer::from_file(&ckpt.join("tokenizer.json"))
+            .with_context(|| unusable(ctx, &ckpt))?,
         Start::Scratch { tokenizer, .. } => {
             let kind: TokenizerKind = tokenizer.parse().context("config `tokenizer`")?;
             Tokenizer::train_with_phrases(kind, train_texts.iter(), &task_names())?
@@ -490,9 +501,9 @@ fn train<B: AutodiffBackend>(
         tokenizer_s - read_s,
         stage_start.elapsed().as_secs_f64() - tokenizer_s
     ));
-    let mut trainer = if resuming {
-        let t = Trainer::<B>::resume(&ckpt, data, device)
-            .with_context(|| format!("resuming from {}", ckpt.display()))?;
+    let mut trainer = if let Some(checkpoint) = checkpoint {
+        let t = Trainer::<B>::resume_from(checkpoint, data, device)
+            .with_context(|| unusable(ctx, &ckpt))?;
         ctx.log(format!(
             "resuming at step {} of {} ({} tokens seen)",
             t.state.step,
@@ -601,6 +612,8 @@ fn train<B: AutodiffBackend>(
     let path = out.join(TRAINING_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
+    // Last: the directory can then be checked wherever it is copied, not only inside a run.
+    lm::checkpoint::write_sums(out)?;
     ctx.log(format!(
         "trained on {} tokens ({} in all)",
         trainer.state.tokens_seen,
@@ -615,6 +628,16 @@ fn task_names() -> Vec<&'static str> {
         .iter()
         .flat_map(|c| c.phrases())
         .collect()
+}
+
+/// The context of an error in a checkpoint: which one, and the way out (lm knows no stages).
+fn unusable(ctx: &RunContext<'_>, ckpt: &Path) -> String {
+    let stage = &ctx.request().stage;
+    format!(
+        "the checkpoint in {} cannot be resumed; rerun with `--force {stage}` to train stage `{stage}` \
+         from the start",
+        ckpt.display()
+    )
 }
 
 /// The training tokens behind a model directory (0 for a model this project did not train).
