@@ -127,4 +127,33 @@ fn training_config_errors_name_the_field() {
     let sb = Sandbox::new(&PIPELINE.replace("model = \"tiny-test\"", "model = \"huge\""));
     let t = crate::support::text(&sb.run(&[]));
     assert!(t.contains("`model`") && t.contains("huge"), "{t}");
+    let sb = Sandbox::new(&PIPELINE.replace(
+        "token_budget = 7680",
+        "token_budget = 7680, max_minutes = 0",
+    ));
+    let t = crate::support::text(&sb.run(&[]));
+    assert!(
+        t.contains("train.max_minutes") && t.contains("positive"),
+        "{t}"
+    );
+
+    // Mid-training's replay: one run directory, so data and pre-training run once.
+    let sb = Sandbox::new(PIPELINE);
+    let replay = |r: &str| format!("+stages.midtrain.config.replay={r}");
+    for (r, expected) in [
+        (
+            r#"{dataset="nope",fraction=0.5}"#,
+            "`replay.dataset` = \"nope\"",
+        ),
+        (
+            r#"{dataset="pretrain",fraction=1.0}"#,
+            "`replay.fraction` = 1: expected a share in [0, 1)",
+        ),
+        (r#"{dataset="pretrain",fraction=0.9}"#, "needs 1620 records"),
+    ] {
+        let out = sb.run(&[&replay(r)]);
+        assert!(!out.status.success(), "{r}");
+        let t = crate::support::text(&out);
+        assert!(t.contains(expected), "{r}: {t}");
+    }
 }

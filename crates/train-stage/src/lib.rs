@@ -385,36 +385,19 @@ fn train<B: AutodiffBackend>(
     let ckpt = ctx.ckpt_dir().join("trainer");
 
     // ---- corpus: the paper's training text, the last `held_out` records set aside
-    let path = ctx.input("data")?.join(format!("{dataset}.jsonl"));
+    let (path, mut train_texts) = corpus_texts(ctx, "dataset", dataset)?;
     ensure!(
-        path.exists(),
-        "config `dataset` = {dataset:?}: {} does not exist",
-        path.display()
-    );
-    let records = read_paper_jsonl(&path)?;
-    ensure!(
-        records.len() > held_out,
+        train_texts.len() > held_out,
         "config `held_out` = {held_out}: {} has only {} records; leave some to train on",
         path.display(),
-        records.len()
+        train_texts.len()
     );
-    let texts: Vec<String> = records
-        .iter()
-        .map(|r| r.training_text() + "[EOS]")
-        .collect();
-    let (train_texts, held_texts) = texts.split_at(texts.len() - held_out);
-    let mut train_texts = train_texts.to_vec();
+    let held_texts = train_texts.split_off(train_texts.len() - held_out);
+    let corpus_records = train_texts.len() + held_out;
     if let Start::From(_, Some(replay)) = &start {
         let n =
             (replay.fraction / (1.0 - replay.fraction) * train_texts.len() as f64).round() as usize;
-        let path = ctx.input("data")?.join(format!("{}.jsonl", replay.dataset));
-        ensure!(
-            path.exists(),
-            "config `replay.dataset` = {:?}: {} does not exist",
-            replay.dataset,
-            path.display()
-        );
-        let replayed = read_paper_jsonl(&path)?;
+        let (path, replayed) = corpus_texts(ctx, "replay.dataset", &replay.dataset)?;
         ensure!(
             replayed.len() >= n,
             "config `replay.fraction` = {}: needs {n} records of {}, which has {}",
@@ -423,10 +406,9 @@ fn train<B: AutodiffBackend>(
             replayed.len()
         );
         // Packing shuffles documents, so appending them mixes them in.
-        train_texts.extend(replayed[..n].iter().map(|r| r.training_text() + "[EOS]"));
+        train_texts.extend(replayed.into_iter().take(n));
         ctx.log(format!("replaying {n} records of {}", path.display()));
     }
-    let train_texts = &train_texts[..];
     let read_s = stage_start.elapsed().as_secs_f64();
 
     // ---- tokenizer and starting weights
@@ -462,7 +444,7 @@ fn train<B: AutodiffBackend>(
             .map(|t| tokenizer.encode(t))
             .collect::<anyhow::Result<Vec<_>>>()
     };
-    let train_docs = encode(train_texts)?;
+    let train_docs = encode(&train_texts)?;
     let too_long = train_docs
         .iter()
         .filter(|d| d.len() > train_config.seq_len + 1)
@@ -486,7 +468,7 @@ fn train<B: AutodiffBackend>(
     let mut held = match held_out {
         0 => None,
         _ => Some(PackedData::new(
-            encode(held_texts)?,
+            encode(&held_texts)?,
             train_config.loss_on,
             train_config.packing,
             train_config.seq_len,
@@ -496,8 +478,7 @@ fn train<B: AutodiffBackend>(
     };
 
     ctx.log(format!(
-        "setup: {} records read in {read_s:.1} s, tokenizer {:.1} s, encoding and packing {:.1} s",
-        records.len(),
+        "setup: {corpus_records} records read in {read_s:.1} s, tokenizer {:.1} s, encoding and packing {:.1} s",
         tokenizer_s - read_s,
         stage_start.elapsed().as_secs_f64() - tokenizer_s
     ));
@@ -620,6 +601,26 @@ fn train<B: AutodiffBackend>(
         base_tokens + trainer.state.tokens_seen
     ));
     Ok(())
+}
+
+/// The training texts (the paper's format, each ending in `[EOS]`) of `<dataset>.jsonl` in the `data`
+/// input, and its path; `field` is the config key that named it, for the error when it is missing.
+fn corpus_texts(
+    ctx: &RunContext<'_>,
+    field: &str,
+    dataset: &str,
+) -> anyhow::Result<(PathBuf, Vec<String>)> {
+    let path = ctx.input("data")?.join(format!("{dataset}.jsonl"));
+    ensure!(
+        path.exists(),
+        "config `{field}` = {dataset:?}: {} does not exist",
+        path.display()
+    );
+    let texts = read_paper_jsonl(&path)?
+        .iter()
+        .map(|r| r.training_text() + "[EOS]")
+        .collect();
+    Ok((path, texts))
 }
 
 /// The multi-word names of the task's contexts, which the `word+names` tokenizer keeps as one token each.
