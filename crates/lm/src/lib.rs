@@ -8,6 +8,7 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod export;
+pub mod grpo;
 pub mod host;
 pub mod host_train;
 pub mod model;

@@ -562,6 +562,39 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.apply(grads, nll / denom, (batch.rows * batch.seq_len) as u64)
     }
 
+    /// A trainer with no corpus, for a caller that builds every batch itself ([`Self::step_on`],
+    /// [`Self::policy_step`]): the schedule counts optimizer steps, `config.token_budget` /
+    /// `config.tokens_per_step()` of them. [`Self::step`] must not be called on it.
+    pub fn without_data(
+        model: Qwen2<B>,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        device: B::Device,
+    ) -> Self {
+        let _ = (model, model_config, config, device);
+        todo!()
+    }
+
+    /// [`Self::resume`] for a trainer made by [`Self::without_data`].
+    pub fn resume_without_data(checkpoint: Checkpoint, device: B::Device) -> Result<Self> {
+        let _ = (checkpoint, device);
+        todo!()
+    }
+
+    /// One optimizer step on the GRPO loss of one mini-batch ([`crate::grpo`]): gradients of the exact
+    /// loss (on CPU through the host path, with per-token coefficients from the current log-probs; elsewhere
+    /// burn autodiff of the same formula), global-norm clipping and AdamW at the scheduled learning rate, as
+    /// [`Self::step`]. `tokens` is added to `tokens_seen`. A non-finite loss or gradient changes nothing
+    /// ([`StepStats::is_finite`]).
+    pub fn policy_step(
+        &mut self,
+        pb: &crate::grpo::PolicyBatch,
+        cfg: &crate::grpo::PolicyLossConfig,
+    ) -> (StepStats, crate::grpo::PolicyLossStats) {
+        let _ = (pb, cfg);
+        todo!()
+    }
+
     /// Clips `grads` to the global norm bound and takes one AdamW step at the scheduled learning rate.
     fn apply(
         &mut self,
