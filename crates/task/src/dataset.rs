@@ -383,6 +383,16 @@ pub fn build_corpus(
 
 /// Builds an evaluation set: `per_cell` distinct problems for every (op, context, mode), in that order.
 pub fn build_eval_set(cfg: &TaskConfig, spec: &EvalSpec) -> anyhow::Result<Dataset> {
+    build_eval_set_excluding(cfg, spec, &Exclusion::new())
+}
+
+/// [`build_eval_set`] without any problem of `exclude` (which changes no kept problem: an excluded one is
+/// replaced by the cell's next).
+pub fn build_eval_set_excluding(
+    cfg: &TaskConfig,
+    spec: &EvalSpec,
+    exclude: &Exclusion,
+) -> anyhow::Result<Dataset> {
     cfg.validate()?;
     ensure!(
         !spec.ops.is_empty() && !spec.contexts.is_empty() && !spec.modes.is_empty(),
@@ -397,7 +407,6 @@ pub fn build_eval_set(cfg: &TaskConfig, spec: &EvalSpec) -> anyhow::Result<Datas
         );
     }
     let mut acc = Accumulator::new(&spec.name);
-    let none = Exclusion::new();
     for &op in &spec.ops {
         for &context in &spec.contexts {
             for &mode in &spec.modes {
@@ -424,7 +433,7 @@ pub fn build_eval_set(cfg: &TaskConfig, spec: &EvalSpec) -> anyhow::Result<Datas
                     for r in batch {
                         let (rec, attempts) =
                             r.with_context(|| format!("eval set `{}`, op {op}", spec.name))?;
-                        if kept < spec.per_cell && acc.offer(rec, attempts, &none) {
+                        if kept < spec.per_cell && acc.offer(rec, attempts, exclude) {
                             kept += 1;
                         }
                     }
@@ -693,6 +702,18 @@ fn default_preset() -> String {
 pub fn build_all(
     spec: &DatagenSpec,
     dir: &Path,
+    progress: impl FnMut(u64, u64) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<Stats>> {
+    build_all_excluding(spec, dir, Exclusion::new(), progress)
+}
+
+/// [`build_all`] where no set, evaluation sets included, contains a problem of `exclude` (the datasets of
+/// another datagen stage: RL prompts and their held-out problems generated apart from the pre-training data,
+/// so that changing them never rebuilds what was trained on).
+pub fn build_all_excluding(
+    spec: &DatagenSpec,
+    dir: &Path,
+    mut exclude: Exclusion,
     mut progress: impl FnMut(u64, u64) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Stats>> {
     let cfg = TaskConfig::preset_with(&spec.preset, &spec.task)?;
@@ -713,10 +734,9 @@ pub fn build_all(
     }
     let total = (spec.eval.len() + spec.train.len()) as u64;
     let mut done = 0;
-    let mut exclude = Exclusion::new();
     let mut all = Vec::new();
     for e in &spec.eval {
-        let ds = build_eval_set(&cfg, e)?;
+        let ds = build_eval_set_excluding(&cfg, e, &exclude)?;
         exclude.add(&ds);
         ds.write(dir, &e.name)?;
         all.push(ds.stats);

@@ -11,9 +11,14 @@
 //!                       modes = { normalforward = 1.0 }, budget = { tokens = 5000000 } }] }
 //! ```
 //! The run seed is added to every dataset's `seed` (a run seed of 0 keeps the config's seeds).
+//!
+//! With `inputs = { exclude = ["data.data"] }` no set of this stage contains a problem of any dataset in those
+//! directories: RL prompts and their held-out problems can then live in a stage of their own, and changing
+//! them rebuilds neither the pre-training corpus nor the model trained on it.
 
 use stage_api::{ArtifactKind, RunContext, Stage, StageInfo, StageKind};
-use task::dataset::{DatagenSpec, build_all};
+use anyhow::Context;
+use task::dataset::{DatagenSpec, Exclusion, build_all_excluding, read_paper_jsonl};
 
 /// The stage.
 pub struct Datagen;
@@ -27,6 +32,11 @@ impl Stage for Datagen {
             "GSM-Infinite-style DAG word problems with exact op(G): evaluation sets per op/context/mode and training \
              sets (pre-training, mid-training, RL prompts) with per-op, context and mode mixtures; stats.json per set.",
         )
+        .input_many(
+            "exclude",
+            ArtifactKind::Dataset,
+            "datasets (datagen outputs) whose problems no set of this stage may contain",
+        )
         .output("data", ArtifactKind::Dataset, "<name>.jsonl and <name>.stats.json per dataset, datasets.json")
     }
 
@@ -38,9 +48,29 @@ impl Stage for Datagen {
         for c in &mut config.train {
             c.seed = c.seed.wrapping_add(seed);
         }
+        let mut exclude = Exclusion::new();
+        for input in ctx.inputs("exclude") {
+            let index = input.path.join("datasets.json");
+            let json: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(&index).with_context(|| format!("reading {}", index.display()))?,
+            )
+            .with_context(|| format!("parsing {}", index.display()))?;
+            let files = json["datasets"].as_array().with_context(|| {
+                format!("{}: expected a `datasets` list (a datagen output)", index.display())
+            })?;
+            for f in files {
+                let file = f["file"]
+                    .as_str()
+                    .with_context(|| format!("{}: a dataset without `file`", index.display()))?;
+                exclude.add_records(&read_paper_jsonl(&input.path.join(file))?);
+            }
+        }
+        if !exclude.is_empty() {
+            ctx.log(format!("excluding {} problems of the `exclude` inputs", exclude.len()));
+        }
         let dir = ctx.output("data")?.to_path_buf();
         ctx.check_stop()?;
-        let stats = build_all(&config, &dir, |done, total| {
+        let stats = build_all_excluding(&config, &dir, exclude, |done, total| {
             ctx.progress(done, total);
             ctx.check_stop()
         })?;
