@@ -97,6 +97,34 @@ pub struct RewardScorer {
     golds: Mutex<HashMap<u64, (String, Arc<GoldGraph>)>>,
 }
 
+/// What a reward plugin returns per sample: the reward itself, or one of the verdicts behind it (to watch
+/// a quantity during RL without training on it, as a reward of weight 0).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreValue {
+    /// The configured reward.
+    #[default]
+    Reward,
+    /// 1 if VerifiedCorrect (every gold step right, the answer right, extra correct steps allowed), else 0.
+    Verified,
+    /// R_pv, the process accuracy.
+    Process,
+    /// R_out, 1 if the answer is right.
+    Outcome,
+}
+
+impl Scored {
+    /// The number `value` selects.
+    pub fn value(&self, value: ScoreValue) -> f64 {
+        match value {
+            ScoreValue::Reward => self.reward,
+            ScoreValue::Verified => self.score.verified as u8 as f64,
+            ScoreValue::Process => self.score.process,
+            ScoreValue::Outcome => self.score.outcome as u8 as f64,
+        }
+    }
+}
+
 /// One scored completion: the verdict and the scalar reward.
 #[derive(Clone, Debug)]
 pub struct Scored {

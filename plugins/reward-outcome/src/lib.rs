@@ -7,7 +7,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 use stage_api::{RewardFn, RewardSample};
-use task::reward::{RewardPluginConfig, RewardScorer};
+use task::reward::{RewardPluginConfig, RewardScorer, ScoreValue};
 
 /// Config (every field optional).
 #[derive(Deserialize, JsonSchema)]
@@ -28,6 +28,10 @@ pub struct Config {
     /// Arithmetic modulo this (iGSM-style data).
     #[serde(default)]
     pub modulus: Option<i64>,
+    /// What to return: `reward` (the default), or a verdict to watch during RL: `verified` (1 if
+    /// VerifiedCorrect), `process` (R_pv) or `outcome` (R_out).
+    #[serde(default)]
+    pub value: ScoreValue,
 }
 
 fn answer_weight() -> f64 {
@@ -41,7 +45,7 @@ fn yes() -> bool {
 }
 
 /// The reward.
-pub struct OutcomeReward(RewardScorer);
+pub struct OutcomeReward(RewardScorer, ScoreValue);
 
 impl RewardFn for OutcomeReward {
     type Config = Config;
@@ -56,7 +60,7 @@ impl RewardFn for OutcomeReward {
             modulus: c.modulus,
         };
         cfg.reward().validate()?;
-        Ok(OutcomeReward(RewardScorer::new(cfg)))
+        Ok(OutcomeReward(RewardScorer::new(cfg), c.value))
     }
 
     fn score(&self, batch: &[RewardSample]) -> Vec<Option<f32>> {
@@ -75,7 +79,7 @@ impl RewardFn for OutcomeReward {
         self.0
             .score(&pairs)
             .into_iter()
-            .map(|r| r.map(|r| r.reward as f32))
+            .map(|r| r.map(|r| r.value(self.1) as f32))
             .collect()
     }
 }
