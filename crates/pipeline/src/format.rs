@@ -65,6 +65,10 @@ struct StageTable {
     /// Reward plugins (RL stages), scored in the stage's host process.
     #[serde(default)]
     rewards: Option<Vec<RewardTable>>,
+    /// This stage's seed derives from this number instead of the pipeline's `seed` (another seed for one
+    /// stage; the stages before it are kept).
+    #[serde(default)]
+    seed: Option<u64>,
     /// Free text.
     #[serde(default)]
     description: Option<String>,

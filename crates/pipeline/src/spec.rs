@@ -615,6 +615,7 @@ const STAGE_KEYS: &[&str] = &[
     "after",
     "device",
     "rewards",
+    "seed",
     "description",
 ];
 const REWARD_KEYS: &[&str] = &["plugin", "name", "weight", "config"];
@@ -814,12 +815,24 @@ fn check(
                 ),
             }
         }
+        // A stage's own `seed` replaces the pipeline's in its derivation: another RL seed on the same
+        // pre-trained model, say.
+        let mut stage_seed = seed;
+        if let Some(v) = m.get("seed") {
+            match v.as_u64() {
+                Some(s) => stage_seed = s,
+                None => c.err(
+                    &[p.clone(), vec![key("seed")]].concat(),
+                    format!("expected a non-negative integer, found {}", type_name(v)),
+                ),
+            }
+        }
         stages.push(StageSpec {
             name: sname.clone(),
             plugin,
             config,
             device: sdevice,
-            seed: derive_seed(seed, sname),
+            seed: derive_seed(stage_seed, sname),
             inputs,
             after,
             rewards,
