@@ -901,11 +901,22 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// Writes a resumable checkpoint into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        self.save_with(dir, &[])
+    }
+
+    /// [`Self::save`] with extra files (a caller's own state, by file name) written into the checkpoint and
+    /// recorded with the others: they are swapped in, checksummed and verified together with the weights,
+    /// so that a kill can never leave the caller's state and the weights from different steps.
+    pub fn save_with(&self, dir: &Path, extra: &[(&str, &[u8])]) -> Result<()> {
         // Written beside `dir`, then swapped in: a kill at any point leaves one whole checkpoint, the old or
         // the new (see `recover_checkpoint`), never new weights with old moments.
         let (partial, old) = (sibling(dir, "partial"), sibling(dir, "old"));
         remove_dir_if_present(&partial)?;
         save_model(&partial, &self.model, &self.model_config)?;
+        for (name, bytes) in extra {
+            let path = partial.join(name);
+            std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        }
         // Files others keep in the checkpoint (the tokenizer) travel with it.
         if dir.is_dir() {
             for entry in
