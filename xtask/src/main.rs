@@ -15,6 +15,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 use xtask::scaffold;
 
+mod bench_rl;
 mod lm_tasks;
 
 const USAGE: &str = "\
@@ -33,7 +34,8 @@ usage: cargo xtask <task>
   bench <target> [args]
         benchmarks, in release mode: `tasks [--json FILE] [--problems N]` (problem generation and
         completion verification throughput of the reasoning task); `model [--device D] [--json FILE]`
-        (bench-3m train/sample tok/s and peak RSS of the language model)
+        (bench-3m train/sample tok/s and peak RSS of the language model); `rl [--json FILE]` (GRPO steps/s,
+        rollout tokens/s and where a step's time goes, on pipelines/bench-rl.toml)
   export-tiny <dir>
         write a random tiny checkpoint in Hugging Face layout plus our logits (scripts/hf_parity.py)
 ";
@@ -301,7 +303,11 @@ fn plugins() -> anyhow::Result<()> {
 
 /// Benchmarks register here (`cargo xtask bench tasks`, `cargo xtask bench model`).
 fn bench(args: &[String]) -> anyhow::Result<()> {
-    let registered: &[(&str, Bench)] = &[("tasks", bench_tasks), ("model", lm_tasks::bench_model)];
+    let registered: &[(&str, Bench)] = &[
+        ("tasks", bench_tasks),
+        ("model", lm_tasks::bench_model),
+        ("rl", |a| bench_rl::bench_rl(a, &root(), &target_dir())),
+    ];
     let Some((target, rest)) = args.split_first() else {
         bail!(
             "usage: cargo xtask bench <target>; registered: {}",

@@ -1,0 +1,245 @@
+//! The `rl-grpo` stage through the real runner, on a barely pre-trained test model: a stopped run resumes to
+//! the same bytes as an uninterrupted one, the reward named in the pipeline file is the one the optimiser
+//! sees, the edge filter counts what it keeps, and bad settings fail naming the field.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{Sandbox, ok, text};
+
+/// data -> pretrain (a few steps of `tiny-test`) -> rl -> eval. `REWARDS` and `RL` are filled in per test.
+const PIPELINE: &str = r#"
+[pipeline]
+name = "rl"
+seed = 5
+
+[stages.data]
+plugin = "datagen"
+[stages.data.config]
+preset = "cpu"
+eval = [{ name = "eval", seed = 1, ops = [2, 3], contexts = ["crazy_zootopia"], modes = ["normalforward"], per_cell = 3 }]
+train = [
+  { name = "pretrain", seed = 2, ops = { "2" = 1.0, "3" = 1.0 }, contexts = { crazy_zootopia = 1.0 }, modes = { normalforward = 1.0 }, budget = { records = 200 } },
+  { name = "rl", seed = 3, ops = { "2" = 1.0, "3" = 1.0 }, contexts = { crazy_zootopia = 1.0 }, modes = { normalforward = 1.0 }, budget = { records = 40 }, gold = true },
+]
+
+[stages.pretrain]
+plugin = "pretrain"
+inputs = { data = "data.data" }
+config = { model = "tiny-test", held_out = 10, train = { seq_len = 64, batch_size = 4, token_budget = 2560, data_parallel = 1 } }
+
+[stages.rl]
+plugin = "rl-grpo"
+inputs = { model = "pretrain.model", data = "data.data" }
+REWARDS
+[stages.rl.config]
+max_new_tokens = 12
+prompts_per_step = 2
+group_size = 4
+mini_batches = 2
+lr = 1e-3
+checkpoint_every = 1
+log_completions_every = 2
+validation = { dataset = "eval", every = 2, max_per_op = 2 }
+RL
+
+[stages.eval]
+plugin = "eval"
+inputs = { models = ["pretrain.model", "rl.model"], data = "data.data" }
+config = { max_new_tokens = 12, buckets = [{ name = "id", ops = [2, 3] }] }
+"#;
+
+/// The parity reward trains; the task's verifier watches (a test model is never verified).
+const PARITY: &str = r#"rewards = [
+  { plugin = "fixture-parity-reward", name = "parity" },
+  { plugin = "reward-process", name = "verified", weight = 0, config = { value = "verified" } },
+]"#;
+
+fn pipeline(rewards: &str, rl: &str) -> String {
+    PIPELINE.replace("REWARDS", rewards).replace("RL", rl)
+}
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+fn curve(report: &serde_json::Value, metric: &str) -> Vec<f64> {
+    report["curves"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            c["metrics"][metric]
+                .as_f64()
+                .unwrap_or_else(|| panic!("no {metric} in {c}"))
+        })
+        .collect()
+}
+
+#[test]
+fn stopped_rl_resumes_to_the_same_bytes_as_an_uninterrupted_run() {
+    let p = pipeline(PARITY, "steps = 6");
+    let sb = Sandbox::new(&p);
+    let mut child = sb
+        .command(&[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = sb.stage("rl").join("events.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while std::fs::read_to_string(&events)
+        .map(|t| t.matches("\"checkpoint\"").count())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(Instant::now() < deadline, "rl never checkpointed");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(
+        child.wait().unwrap().code(),
+        Some(130),
+        "RL finished before Ctrl-C; raise `steps`"
+    );
+    assert!(sb.done("pretrain") && !sb.done("rl"));
+
+    let t = ok(sb.run(&[]));
+    assert!(t.contains("resuming at step"), "{t}");
+    assert!(sb.done("rl") && sb.done("eval"), "{t}");
+
+    let fresh = Sandbox::new(&p);
+    ok(fresh.run(&[]));
+    for file in [
+        "out/model/model.safetensors",
+        "out/report/completions.jsonl",
+    ] {
+        let (a, b) = (
+            std::fs::read(sb.stage("rl").join(file)).unwrap(),
+            std::fs::read(fresh.stage("rl").join(file)).unwrap(),
+        );
+        assert!(a == b, "{file}: the resumed run differs from an uninterrupted one");
+    }
+    let (a, b) = (
+        json(&sb.stage("rl").join("out/report/report.json")),
+        json(&fresh.stage("rl").join("out/report/report.json")),
+    );
+    for metric in ["reward/mean", "loss", "kl", "entropy", "grad_norm"] {
+        assert_eq!(curve(&a, metric), curve(&b, metric), "{metric}");
+    }
+    assert_eq!(a["validation"], b["validation"]);
+    assert_eq!(a["compute"], b["compute"]);
+
+    // The pipeline's token accounting continues through RL.
+    let pre = json(&sb.stage("pretrain").join("out/model/training.json"));
+    let rl = json(&sb.stage("rl").join("out/model/training.json"));
+    assert_eq!(rl["base_tokens_seen"], pre["total_tokens_seen"]);
+    let rl_tokens = rl["tokens_seen"].as_u64().unwrap();
+    assert!(rl_tokens > 0);
+    assert_eq!(
+        rl["total_tokens_seen"].as_u64(),
+        Some(pre["total_tokens_seen"].as_u64().unwrap() + rl_tokens)
+    );
+    // Validation before the first step, every 2 steps and after the last.
+    let steps: Vec<u64> = a["validation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, [0, 2, 4, 6]);
+    // The eval report holds both models.
+    let report = json(&sb.stage("eval").join("out/report/report.json"));
+    assert_eq!(report["models"][1]["model"], "rl.model");
+
+    // Running the finished pipeline again trains nothing and says so.
+    let t = ok(sb.run(&[]));
+    assert!(t.contains("unchanged, skipped"), "{t}");
+}
+
+#[test]
+fn the_reward_named_in_the_pipeline_is_the_one_the_optimiser_sees() {
+    let run = |rewards: &str| {
+        let sb = Sandbox::new(&pipeline(rewards, "steps = 2"));
+        let t = ok(sb.run(&[]));
+        let report = json(&sb.stage("rl").join("out/report/report.json"));
+        let weights = std::fs::read(sb.stage("rl").join("out/model/model.safetensors")).unwrap();
+        (t, report, weights, sb)
+    };
+    let (_, parity, w_parity, _) = run(PARITY);
+    let (_, odd, w_odd, _) = run(&PARITY.replace(
+        r#"name = "parity" }"#,
+        r#"name = "parity", config = { odd = true } }"#,
+    ));
+    let process = r#"rewards = [
+  { plugin = "reward-process" },
+  { plugin = "reward-process", name = "verified", weight = 0, config = { value = "verified" } },
+]"#;
+    let (_, verified, w_verified, _) = run(process);
+
+    // The same rollouts (same policy, same seed at step 1), scored by other rewards.
+    let (even, odd_mean) = (curve(&parity, "reward/mean")[0], curve(&odd, "reward/mean")[0]);
+    assert!(
+        (even + odd_mean - 1.0).abs() < 1e-6,
+        "even and odd parity rewards of the same rollouts must sum to 1: {even} + {odd_mean}"
+    );
+    assert!(curve(&parity, "groups_all_equal")[0] < 1.0);
+    // The task's reward is 0 for a test model's every completion: no group has a signal, so nothing but
+    // weight decay moves the weights, and the parity-trained weights differ from both.
+    assert_eq!(curve(&verified, "reward/mean"), [0.0, 0.0]);
+    assert_eq!(curve(&verified, "groups_all_equal"), [1.0, 1.0]);
+    assert!(w_parity != w_odd && w_parity != w_verified);
+    // Every reward's own mean is in the curves, under its name.
+    assert!(parity["curves"][0]["metrics"]["reward/parity/mean"].is_number());
+    assert!(parity["curves"][0]["metrics"]["reward/verified/mean"].is_number());
+}
+
+#[test]
+fn the_edge_filter_keeps_prompts_solved_sometimes_and_counts_per_op() {
+    // With parity as the "verified" signal, about half of each prompt's completions are "verified".
+    let rewards = r#"rewards = [{ plugin = "fixture-parity-reward", name = "parity" }]"#;
+    let sb = Sandbox::new(&pipeline(
+        rewards,
+        r#"steps = 1
+verified_reward = "parity"
+edge_filter = { candidates = 12, samples = 4, max_pass_at_1 = 0.5 }"#,
+    ));
+    let t = ok(sb.run(&[]));
+    let report = json(&sb.stage("rl").join("out/report/report.json"));
+    let f = &report["edge_filter"];
+    assert_eq!(f["candidates"], 12, "{t}");
+    let (mut kept, mut all) = (0, 0);
+    for (_, c) in f["per_op"].as_object().unwrap() {
+        let k = c["kept"].as_u64().unwrap();
+        kept += k;
+        all += k + c["too_easy"].as_u64().unwrap() + c["unsolved"].as_u64().unwrap();
+    }
+    assert_eq!(all, 12);
+    assert_eq!(f["kept"], kept);
+    assert_eq!(report["pool"], kept);
+    assert!(kept > 0 && kept < 12, "a parity reward keeps some, not all: {f}");
+}
+
+#[test]
+fn rl_setting_errors_name_the_field() {
+    let cases = [
+        ("steps = 2\nprompts = 8", "exactly one of `steps` and `prompts`"),
+        ("steps = 2\nmini_batches = 3", "config `mini_batches` = 3"),
+        ("steps = 2\ngroup_size = 1", "config `group_size` = 1"),
+        ("steps = 2\ndual_clip = 0.5", "config `dual_clip` = 0.5"),
+        (
+            "steps = 2\nverified_reward = \"nope\"",
+            "config `verified_reward` = \"nope\"",
+        ),
+        ("steps = 2\ndataset = \"missing\"", "config `dataset` = \"missing\""),
+    ];
+    for (rl, expected) in cases {
+        let sb = Sandbox::new(&pipeline(PARITY, rl));
+        let o = sb.run(&[]);
+        let t = text(&o);
+        assert!(!o.status.success(), "{rl}: the run succeeded:\n{t}");
+        assert!(t.contains(expected), "{rl}: expected `{expected}` in:\n{t}");
+    }
+}
