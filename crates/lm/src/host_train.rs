@@ -549,6 +549,106 @@ fn cross_entropy_fwd_bwd(
     per_row.iter().sum()
 }
 
+/// Σ e^(x / t − max) over the slice, leaving it untouched. The same 8 partial sums as [`exp_sub_sum`], so
+/// that at t = 1 the normaliser (and with it every log-prob and gradient of [`Workspace::logprob_grads`])
+/// has the bits of the pre-training path's.
+fn exp_scaled_sum(x: &[f32], t: f32, max: f32) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for (v, a) in c.iter().zip(&mut acc) {
+            *a += exp(v / t - max);
+        }
+    }
+    let mut tail = 0.0f32;
+    for v in chunks.remainder() {
+        tail += exp(v / t - max);
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Per row of `logits` `[n, v]` divided by `t`: the target's log-prob, the entropy of the distribution
+/// (`entropy`; else all 0), and the row's `(max, Σ e^(z − max))` for [`logprob_bwd`]. Reads the logits only,
+/// since the backward pass needs them afterwards.
+fn target_logprobs(
+    logits: &[f32],
+    v: usize,
+    targets: &[i32],
+    t: f32,
+    entropy: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<(f32, f32)>) {
+    let per_row: Vec<(f32, f32, (f32, f32))> = logits
+        .par_chunks(v)
+        .zip(targets.par_iter())
+        .with_min_len(MIN_ROWS)
+        .map(|(l, &tgt)| {
+            // Dividing by t > 0 is monotone, so the max of the scaled row is the scaled max.
+            let max = l.iter().copied().fold(f32::NEG_INFINITY, f32::max) / t;
+            let z = exp_scaled_sum(l, t, max);
+            let ln_z = z.ln();
+            // From the logit itself, as cross_entropy_fwd_bwd: finite where e^(z_tgt − max) underflows.
+            let logp = (l[tgt as usize] / t - max) - ln_z;
+            let h = if entropy {
+                // H = −Σ p log p = ln Z − Σ e^y · y / Z with y = z − max.
+                let s: f64 = l
+                    .iter()
+                    .map(|&x| {
+                        let y = x / t - max;
+                        (exp(y) * y) as f64
+                    })
+                    .sum();
+                (ln_z as f64 - s / z as f64) as f32
+            } else {
+                0.0
+            };
+            (logp, h, (max, z))
+        })
+        .collect();
+    let mut logp = Vec::with_capacity(per_row.len());
+    let mut ent = Vec::with_capacity(per_row.len());
+    let mut norms = Vec::with_capacity(per_row.len());
+    for (a, b, c) in per_row {
+        logp.push(a);
+        ent.push(b);
+        norms.push(c);
+    }
+    (logp, ent, norms)
+}
+
+/// Replaces `logits` by the gradient of Σ w · (−logp) at temperature `t`: `w / t · (softmax(l / t) −
+/// onehot(target))` per row (the 1 / t is the scaling's own derivative), with `norms` from
+/// [`target_logprobs`] on the same logits. At t = 1 this is [`cross_entropy_fwd_bwd`]'s arithmetic with
+/// `denom` 1.
+fn logprob_bwd(
+    logits: &mut [f32],
+    v: usize,
+    targets: &[i32],
+    weights: &[f32],
+    t: f32,
+    norms: &[(f32, f32)],
+) {
+    logits
+        .par_chunks_mut(v)
+        .zip(
+            targets
+                .par_iter()
+                .zip(weights.par_iter().zip(norms.par_iter())),
+        )
+        .with_min_len(MIN_ROWS)
+        .for_each(|(l, (&tgt, (&w, &(max, z))))| {
+            if w == 0.0 {
+                l.fill(0.0);
+                return;
+            }
+            let scale = w / t;
+            let c = scale / z;
+            for x in l.iter_mut() {
+                *x = exp(*x / t - max) * c;
+            }
+            l[tgt as usize] -= scale;
+        });
+}
+
 impl Workspace {
     pub fn new() -> Self {
         Self::default()
@@ -618,6 +718,54 @@ impl Workspace {
         denom: f64,
         document_mask: bool,
     ) -> (f64, Vec<Vec<f32>>) {
+        let (d, starts) = self.forward(m, batch, document_mask);
+        let loss =
+            cross_entropy_fwd_bwd(&mut self.logits, d.v, &batch.targets, &batch.weights, denom);
+        let grads = self.backward(m, batch, d, &starts);
+        (loss, grads)
+    }
+
+    /// Forward only: the log-prob of every target of `batch` (logits divided by `temperature`) and the
+    /// entropy of each position's predicted distribution, both `[rows * seq_len]`. Shares the training
+    /// forward pass, so a batch gets the same bits here as inside [`Self::logprob_grads`].
+    pub fn token_logprobs(
+        &mut self,
+        m: &HostModel,
+        batch: &Batch,
+        document_mask: bool,
+        temperature: f64,
+    ) -> (Vec<f32>, Vec<f32>) {
+        let (d, _) = self.forward(m, batch, document_mask);
+        let (logp, entropy, _) =
+            target_logprobs(&self.logits, d.v, &batch.targets, temperature as f32, true);
+        (logp, entropy)
+    }
+
+    /// Gradients of `Σ_t w_t · (−logp_t)` for weights chosen after the forward pass: `weights_of` receives the
+    /// log-prob of every target (at `temperature`, as [`Self::token_logprobs`]) and returns one weight per
+    /// token (0 leaves a token out). A loss `L(logp)` that is a sum of per-token terms has the gradient of
+    /// this with `w_t = −dL/dlogp_t`, which is how the GRPO loss gets its exact gradient from one weighted
+    /// cross-entropy backward pass ([`crate::grpo`]). The batch's own `weights` are not read.
+    pub fn logprob_grads(
+        &mut self,
+        m: &HostModel,
+        batch: &Batch,
+        document_mask: bool,
+        temperature: f64,
+        weights_of: impl FnOnce(&[f32]) -> Vec<f32>,
+    ) -> Vec<Vec<f32>> {
+        let (d, starts) = self.forward(m, batch, document_mask);
+        let t = temperature as f32;
+        let (logp, _, norms) = target_logprobs(&self.logits, d.v, &batch.targets, t, false);
+        let w = weights_of(&logp);
+        assert_eq!(w.len(), logp.len(), "one weight per token");
+        logprob_bwd(&mut self.logits, d.v, &batch.targets, &w, t, &norms);
+        self.backward(m, batch, d, &starts)
+    }
+
+    /// The forward pass up to the logits (in `self.logits`); returns the shapes and the document starts
+    /// that the backward pass needs.
+    fn forward(&mut self, m: &HostModel, batch: &Batch, document_mask: bool) -> (Dims, Vec<usize>) {
         let c = &m.cfg;
         let d = Dims {
             rows: batch.rows,
@@ -707,8 +855,22 @@ impl Workspace {
             d.v,
             false,
         );
-        let loss =
-            cross_entropy_fwd_bwd(&mut ws.logits, d.v, &batch.targets, &batch.weights, denom);
+        (d, starts)
+    }
+
+    /// Backward from `self.logits`, which must hold d loss / d logits, through the activations the last
+    /// [`Self::forward`] left: every parameter's gradient, canonical order.
+    fn backward(
+        &mut self,
+        m: &HostModel,
+        batch: &Batch,
+        d: Dims,
+        starts: &[usize],
+    ) -> Vec<Vec<f32>> {
+        let (n, h, f, width, nl) = (d.n(), d.h, d.f, d.width(), m.layers.len());
+        let att_w = d.nh * d.hd;
+        let ws = self;
+        let x_final = &ws.resid[2 * nl];
 
         // ---- Backward ----
         let mut g_embed = vec![0.0f32; d.v * h];
@@ -767,7 +929,7 @@ impl Workspace {
             attention_bwd(
                 d,
                 &a.qkv,
-                &starts,
+                starts,
                 &a.probs,
                 &ws.datt,
                 &mut ws.head_out,
@@ -820,7 +982,7 @@ impl Workspace {
             grads.extend(gl);
         }
         grads.push(g_final);
-        (loss, grads)
+        grads
     }
 }
 

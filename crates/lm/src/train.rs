@@ -389,7 +389,9 @@ pub struct Trainer<B: AutodiffBackend> {
     pub model: Qwen2<B>,
     pub model_config: ModelConfig,
     pub opt: AdamW<B::InnerBackend>,
-    pub data: PackedData,
+    /// The corpus [`Self::step`] reads; `None` for a trainer whose caller builds every batch
+    /// ([`Self::without_data`]).
+    pub data: Option<PackedData>,
     pub state: TrainState,
     device: B::Device,
     /// Activation buffers of the host gradient path, one per data-parallel replica, reused across steps.
@@ -485,12 +487,22 @@ impl<B: AutodiffBackend> Trainer<B> {
         mut data: PackedData,
         device: B::Device,
     ) -> Self {
+        data.cursor = Cursor { epoch: 0, block: 0 };
+        Self::build(model, model_config, config, Some(data), device)
+    }
+
+    fn build(
+        model: Qwen2<B>,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        data: Option<PackedData>,
+        device: B::Device,
+    ) -> Self {
         let zeros: Vec<Tensor<B::InnerBackend, 2>> = model
             .params()
             .iter()
             .map(|p| p.val().inner().zeros_like())
             .collect();
-        data.cursor = Cursor { epoch: 0, block: 0 };
         Trainer {
             opt: AdamW {
                 m: zeros.clone(),
@@ -527,6 +539,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// see it in [`StepStats::is_finite`] / [`StepStats::check_finite`], and the trainer never holds, so
     /// never saves, the NaN weights it would have produced.
     pub fn step(&mut self) -> StepStats {
+        self.corpus();
         let tc = self.state.config.clone();
         let dp = tc.data_parallel.max(1);
         assert!(
@@ -541,11 +554,18 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let s = self.apply(grads, loss_sum / tc.grad_accum as f64, tc.tokens_per_step());
         if s.is_finite() {
-            self.state.cursor = self.data.cursor;
+            self.state.cursor = self.corpus().cursor;
         } else {
-            self.data.cursor = self.state.cursor;
+            self.corpus().cursor = self.state.cursor;
         }
         s
+    }
+
+    fn corpus(&mut self) -> &mut PackedData {
+        self.data.as_mut().expect(
+            "Trainer::step reads a corpus, and this trainer has none (made by without_data or \
+             resume_without_data): build the batches and call step_on or policy_step",
+        )
     }
 
     /// One optimizer step on a batch built by the caller (reinforcement learning: per-token weights are
@@ -564,21 +584,25 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     /// A trainer with no corpus, for a caller that builds every batch itself ([`Self::step_on`],
     /// [`Self::policy_step`]): the schedule counts optimizer steps, `config.token_budget` /
-    /// `config.tokens_per_step()` of them. [`Self::step`] must not be called on it.
+    /// `config.tokens_per_step()` of them. [`Self::step`] must not be called on it (it panics).
+    ///
+    /// The plainest way to say "N optimizer steps" is `seq_len = batch_size = grad_accum = 1` and
+    /// `token_budget = N`; only `total_steps()` reaches the schedule ([`TrainConfig::lr_at`]), so any shape
+    /// with the same quotient gives the same learning rates. `tokens_seen` counts what the steps report, not
+    /// the budget's unit. The checkpoint's data cursor stays at 0.
     pub fn without_data(
         model: Qwen2<B>,
         model_config: ModelConfig,
         config: TrainConfig,
         device: B::Device,
     ) -> Self {
-        let _ = (model, model_config, config, device);
-        todo!()
+        Self::build(model, model_config, config, None, device)
     }
 
-    /// [`Self::resume`] for a trainer made by [`Self::without_data`].
+    /// [`Self::resume`] for a trainer made by [`Self::without_data`]: from a verified checkpoint (see
+    /// [`Checkpoint::open`]), with no corpus.
     pub fn resume_without_data(checkpoint: Checkpoint, device: B::Device) -> Result<Self> {
-        let _ = (checkpoint, device);
-        todo!()
+        Self::restore(checkpoint, None, device)
     }
 
     /// One optimizer step on the GRPO loss of one mini-batch ([`crate::grpo`]): gradients of the exact
@@ -586,13 +610,24 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// burn autodiff of the same formula), global-norm clipping and AdamW at the scheduled learning rate, as
     /// [`Self::step`]. `tokens` is added to `tokens_seen`. A non-finite loss or gradient changes nothing
     /// ([`StepStats::is_finite`]).
+    ///
+    /// `tokens` is every position of the batch, `rows * seq_len`, as in [`Self::step_on`]: the forward and
+    /// backward passes run over prompt and padding too. Rollout rows are single documents, so attention is
+    /// not document-masked.
     pub fn policy_step(
         &mut self,
         pb: &crate::grpo::PolicyBatch,
         cfg: &crate::grpo::PolicyLossConfig,
     ) -> (StepStats, crate::grpo::PolicyLossStats) {
-        let _ = (pb, cfg);
-        todo!()
+        let (stats, grads) = if host_backend::<B::InnerBackend>() {
+            let host = HostModel::new(&self.model_config, self.model.to_host(&self.model_config));
+            let (stats, gs) = crate::grpo::host_policy_grads(&mut self.host_ws[0], &host, pb, cfg);
+            (stats, self.host_grads_to_tensors(gs))
+        } else {
+            crate::grpo::burn_policy_grads(&self.model, pb, cfg, &self.device)
+        };
+        let tokens = (pb.batch.rows * pb.batch.seq_len) as u64;
+        (self.apply(grads, stats.loss, tokens), stats)
     }
 
     /// Clips `grads` to the global norm bound and takes one AdamW step at the scheduled learning rate.
@@ -682,7 +717,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut acc: Vec<Vec<f32>> = vec![];
         let mut loss_sum = 0.0;
         for _ in 0..tc.grad_accum {
-            let batch = self.data.next_batch(tc.batch_size);
+            let batch = self.corpus().next_batch(tc.batch_size);
             let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
             let mask = tc.document_mask;
             let results = if dp == 1 {
@@ -737,7 +772,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let mut grads: Vec<Option<Tensor<B::InnerBackend, 2>>> = vec![None; n_params];
         let mut loss_sum = 0.0;
         for _ in 0..tc.grad_accum {
-            let batch = self.data.next_batch(tc.batch_size);
+            let batch = self.corpus().next_batch(tc.batch_size);
             // Each micro-batch contributes (its mean loss) / grad_accum; its mean is over all its rows.
             let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
             let shards = batch.split(dp);
@@ -1000,6 +1035,14 @@ impl<B: AutodiffBackend> Trainer<B> {
         data: PackedData,
         device: B::Device,
     ) -> Result<Self> {
+        Self::restore(checkpoint, Some(data), device)
+    }
+
+    fn restore(
+        checkpoint: Checkpoint,
+        mut data: Option<PackedData>,
+        device: B::Device,
+    ) -> Result<Self> {
         let Checkpoint { dir, state } = checkpoint;
         let dir = dir.as_path();
         let (model_config, model) = load_model::<B>(dir, &device)?;
@@ -1024,10 +1067,12 @@ impl<B: AutodiffBackend> Trainer<B> {
                 .collect()
         };
         let (m, v) = (load("m")?, load("v")?);
-        let mut t = Trainer::new(model, model_config, state.config.clone(), data, device);
+        if let Some(d) = data.as_mut() {
+            d.cursor = state.cursor;
+        }
+        let mut t = Trainer::build(model, model_config, state.config.clone(), data, device);
         t.opt.m = m;
         t.opt.v = v;
-        t.data.cursor = state.cursor;
         t.state = state;
         Ok(t)
     }
@@ -1117,6 +1162,7 @@ use burn::tensor::ElementConversion as _;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpo::{PolicyBatch, PolicyLossConfig, group_advantages};
     use crate::sample::{SampleConfig, generate};
     use crate::tokenizer::{Tokenizer, TokenizerKind};
     use crate::{Cpu, Rng};
@@ -1748,6 +1794,169 @@ mod tests {
                 "1 vs 2 replicas: loss {a} vs {b}"
             );
         }
+    }
+
+    /// A rollout mini-batch of two completions of one prompt (5 response tokens each after a 3-token prompt),
+    /// rewards 1 and 0 or, with `equal`, both 1; the old and reference log-probs are made up.
+    fn policy_batch(cfg: &ModelConfig, seed: u64, equal: bool) -> PolicyBatch {
+        let (rows, t) = (2, 8);
+        let mut rng = Rng::new(seed);
+        let mut ids = || -> Vec<i32> {
+            (0..rows * t)
+                .map(|_| rng.below(cfg.vocab_size) as i32)
+                .collect()
+        };
+        let (inputs, targets) = (ids(), ids());
+        let weights = (0..rows * t)
+            .map(|i| if i % t >= 3 { 1.0 } else { 0.0 })
+            .collect();
+        let rewards = if equal { [1.0, 1.0] } else { [1.0, 0.0] };
+        PolicyBatch {
+            batch: Batch {
+                rows,
+                seq_len: t,
+                inputs,
+                targets,
+                weights,
+            },
+            advantages: group_advantages(&rewards, 2, true),
+            old_logp: (0..rows * t)
+                .map(|i| -3.0 + 0.25 * (i % 7) as f32)
+                .collect(),
+            ref_logp: Some(vec![-3.2; rows * t]),
+        }
+    }
+
+    /// Weights and AdamW moments, as bits.
+    fn trainer_bits(t: &Trainer<B>) -> Vec<u32> {
+        let mut out: Vec<u32> = t
+            .model
+            .to_host(&t.model_config)
+            .into_iter()
+            .flat_map(|p| p.2)
+            .map(f32::to_bits)
+            .collect();
+        for x in t.opt.m.iter().chain(&t.opt.v) {
+            out.extend(
+                x.clone()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+                    .into_iter()
+                    .map(f32::to_bits),
+            );
+        }
+        out
+    }
+
+    /// Six policy steps straight, and three, a save, a resume without data and three more: the same losses,
+    /// state, weights and moments, bit for bit. The schedule counts optimizer steps (seq_len = batch_size =
+    /// grad_accum = 1, token_budget = 6).
+    #[test]
+    fn a_trainer_without_data_resumes_its_policy_steps_bit_for_bit() {
+        let tc = TrainConfig {
+            seq_len: 1,
+            batch_size: 1,
+            grad_accum: 1,
+            token_budget: 6,
+            lr: 3e-3,
+            min_lr: 3e-4,
+            warmup_frac: 0.34,
+            ..Default::default()
+        };
+        let texts = corpus(4);
+        let (_, cfg, _) = setup(&tc, &texts);
+        let device = Default::default();
+        let batches: Vec<PolicyBatch> = (0..6).map(|i| policy_batch(&cfg, i, false)).collect();
+        let loss_cfg = PolicyLossConfig {
+            temperature: 0.8,
+            kl_coef: 0.05,
+            ..Default::default()
+        };
+        let new = || {
+            Trainer::<B>::without_data(
+                Qwen2::init(&cfg, 1, &device),
+                cfg.clone(),
+                tc.clone(),
+                device,
+            )
+        };
+        let mut straight = new();
+        assert_eq!(straight.config().total_steps(), 6);
+        let mut losses = vec![];
+        for (i, pb) in batches.iter().enumerate() {
+            let (s, st) = straight.policy_step(pb, &loss_cfg);
+            assert!(s.check_finite().is_ok(), "{s:?}");
+            assert_eq!((s.step, s.lr, s.loss), (i + 1, tc.lr_at(i), st.loss));
+            assert_eq!(s.tokens_seen, 16 * (i as u64 + 1));
+            assert!(s.grad_norm > 0.0 && st.tokens == 10, "{s:?} {st:?}");
+            losses.push(s.loss);
+        }
+        assert!(straight.done());
+
+        let dir = std::env::temp_dir().join(format!("lm-no-data-{}", std::process::id()));
+        let mut first = new();
+        for pb in &batches[..3] {
+            first.policy_step(pb, &loss_cfg);
+        }
+        first.save(&dir).unwrap();
+        drop(first);
+        let checkpoint = Checkpoint::open(&dir).unwrap().expect("a checkpoint");
+        assert_eq!(checkpoint.state().step, 3);
+        assert_eq!(checkpoint.state().cursor, Cursor { epoch: 0, block: 0 });
+        let mut resumed = Trainer::<B>::resume_without_data(checkpoint, device).unwrap();
+        assert!(resumed.data.is_none());
+        let tail: Vec<f64> = batches[3..]
+            .iter()
+            .map(|pb| resumed.policy_step(pb, &loss_cfg).0.loss)
+            .collect();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(&losses[3..], &tail[..]);
+        assert_eq!(straight.state, resumed.state);
+        assert!(
+            trainer_bits(&straight) == trainer_bits(&resumed),
+            "weights or moments differ"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "this trainer has none (made by without_data")]
+    fn step_on_a_trainer_without_data_panics_with_what_to_call_instead() {
+        let tc = TrainConfig::default();
+        let (_, cfg, _) = setup(&tc, &corpus(2));
+        let device = Default::default();
+        let mut t = Trainer::<B>::without_data(Qwen2::init(&cfg, 1, &device), cfg, tc, device);
+        t.step();
+    }
+
+    /// Advantages 0 and no KL term: the policy step's gradient is exactly 0, so without weight decay the
+    /// weights keep their bits (AdamW's update is 0 / (0 + eps)), while the step still counts. The old
+    /// log-probs are far from the model's: ratios away from 1 do not matter when A = 0.
+    #[test]
+    fn a_policy_step_on_a_group_of_equal_rewards_leaves_the_weights_as_they_were() {
+        let tc = TrainConfig {
+            seq_len: 1,
+            batch_size: 1,
+            token_budget: 10,
+            weight_decay: 0.0,
+            warmup_frac: 0.0,
+            ..Default::default()
+        };
+        let (_, cfg, _) = setup(&tc, &corpus(2));
+        let device = Default::default();
+        let mut t =
+            Trainer::<B>::without_data(Qwen2::init(&cfg, 2, &device), cfg.clone(), tc, device);
+        let before = trainer_bits(&t);
+        let pb = policy_batch(&cfg, 7, true);
+        assert_eq!(pb.advantages, [0.0, 0.0]);
+        let loss_cfg = PolicyLossConfig {
+            kl_coef: 0.0,
+            ..Default::default()
+        };
+        let (s, st) = t.policy_step(&pb, &loss_cfg);
+        assert_eq!((s.step, s.grad_norm, st.loss), (1, 0.0, 0.0), "{s:?}");
+        // The moments stay 0 as well.
+        assert!(trainer_bits(&t) == before, "weights or moments changed");
     }
 
     #[test]
