@@ -106,6 +106,7 @@ pub struct Cursor {
 }
 
 /// One batch on the host: `inputs`/`targets` `[rows, seq_len]` row-major, `weights` 0/1 for the loss.
+#[derive(Clone, Debug)]
 pub struct Batch {
     pub rows: usize,
     pub seq_len: usize,
