@@ -282,6 +282,7 @@ impl RewardPlugin {
         Ok(Reward {
             plugin: self.clone(),
             handle,
+            name: self.manifest.name.clone(),
         })
     }
 }
@@ -297,6 +298,7 @@ fn error_text(buf: &[u8]) -> String {
 pub struct Reward {
     plugin: RewardPlugin,
     handle: *mut c_void,
+    name: String,
 }
 
 impl Reward {
@@ -305,33 +307,63 @@ impl Reward {
         &self.plugin.manifest
     }
 
-    /// Scores a batch given as `[RewardSample]` JSON (passed through without re-encoding).
-    pub fn score_json(&self, batch: &[u8]) -> anyhow::Result<Vec<Option<f32>>> {
+    /// Gives the reward the name it has in a pipeline (`rewards = [{ name = ... }]`; the plugin
+    /// name by default), which error messages then use besides the plugin name.
+    pub fn named(mut self, name: &str) -> Reward {
+        self.name = name.to_string();
+        self
+    }
+
+    /// How messages name this reward: "reward `outcome` (plugin `reward-outcome`)", or
+    /// "reward plugin `reward-outcome`" when the two names are the same.
+    pub fn label(&self) -> String {
+        let plugin = &self.plugin.manifest.name;
+        if self.name == *plugin {
+            format!("reward plugin `{plugin}`")
+        } else {
+            format!("reward `{}` (plugin `{plugin}`)", self.name)
+        }
+    }
+
+    /// Scores a batch of `samples` samples given as `[RewardSample]` JSON (passed through without
+    /// re-encoding). Fails, naming the reward, when the plugin panics or reports an error, or returns
+    /// anything but one finite score or `None` per sample.
+    pub fn score_json(&self, batch: &[u8], samples: usize) -> anyhow::Result<Vec<Option<f32>>> {
         let mut buf = Vec::new();
         let w = abi::vec_writer(&mut buf);
         let status = unsafe { (self.plugin.decl.score)(self.handle, Bytes::from_slice(batch), &w) };
-        if status != abi::STATUS_OK {
-            bail!(
-                "reward `{}` failed: {}",
-                self.plugin.manifest.name,
+        match status {
+            abi::STATUS_OK => {}
+            abi::STATUS_PANIC => {
+                let text = error_text(&buf);
+                bail!(
+                    "{} panicked while scoring {samples} samples: {}",
+                    self.label(),
+                    text.strip_prefix("panicked: ").unwrap_or(&text)
+                )
+            }
+            _ => bail!(
+                "{} failed while scoring {samples} samples: {}",
+                self.label(),
                 error_text(&buf)
-            );
+            ),
         }
-        serde_json::from_slice(&buf)
-            .with_context(|| format!("reward `{}`: unreadable scores", self.plugin.manifest.name))
+        let scores: Vec<Option<f32>> = serde_json::from_slice(&buf).with_context(|| {
+            format!(
+                "{}: unreadable scores `{}`",
+                self.label(),
+                String::from_utf8_lossy(&buf)
+            )
+        })?;
+        if let Err(e) = stage_api::check_scores(&scores, samples) {
+            bail!("{} {e}", self.label());
+        }
+        Ok(scores)
     }
 
     /// Scores a batch: one score per sample, `None` where the reward does not apply.
     pub fn score(&self, batch: &[RewardSample]) -> anyhow::Result<Vec<Option<f32>>> {
-        let scores = self.score_json(&serde_json::to_vec(batch)?)?;
-        anyhow::ensure!(
-            scores.len() == batch.len(),
-            "reward `{}` returned {} scores for {} samples",
-            self.plugin.manifest.name,
-            scores.len(),
-            batch.len()
-        );
-        Ok(scores)
+        self.score_json(&serde_json::to_vec(batch)?, batch.len())
     }
 }
 
