@@ -1,5 +1,5 @@
 //! Reward plugins that misbehave fail the stage with a message naming the reward and its plugin
-//! (never a silent 0 or "not applicable").
+//! (never a silent 0 or "not applicable"), and plugins found through `[pipeline] plugin_path`.
 
 use serde_json::json;
 use stage_api::RewardSample;
@@ -119,4 +119,79 @@ fn a_misbehaving_reward_fails_in_process_naming_it() {
         t.contains("reward plugin `fixture-reward` failed while scoring 1 samples: returned inf for sample 0"),
         "{t}"
     );
+}
+
+/// `[pipeline] plugin_path` is searched before `--plugin-dir`, relative to the pipeline file; a
+/// directory holding a Cargo.toml stands for its `target/<profile>`; and a plugin found there is
+/// fingerprinted by its library like any other, so replacing the library reruns the stage.
+#[test]
+fn plugin_path_is_searched_first_and_its_plugins_are_fingerprinted() {
+    let sb = Sandbox::new("");
+    let libs = sb.path().join("libs");
+    std::fs::create_dir(&libs).unwrap();
+    let file = stage_host::library_file_name("fixture-reward");
+    let copy = libs.join(&file);
+    std::fs::copy(lib("fixture-reward"), &copy).unwrap();
+    let pipeline = scoring_pipeline("{}").replace(
+        "name = \"rl\"\n",
+        "name = \"rl\"\nplugin_path = [\"libs\"]\n",
+    );
+    std::fs::write(sb.path().join("p.toml"), &pipeline).unwrap();
+
+    ok(sb.run(&[]));
+    let run_json = |sb: &Sandbox| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(sb.run_dir().join("run.json")).unwrap()).unwrap()
+    };
+    let reward = &run_json(&sb)["stages"]["rl"]["rewards"][0];
+    assert_eq!(reward["library"], json!(copy), "{reward}");
+    assert_eq!(reward["sha256"], json!(pipeline::hash_file(&copy).unwrap()));
+    assert!(ok(sb.run(&[])).contains("unchanged, skipped"));
+
+    // Another build of the library (here: the same code with bytes appended) reruns the stage.
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes.extend_from_slice(b"rebuilt");
+    std::fs::write(&copy, bytes).unwrap();
+    let t = ok(sb.run(&[]));
+    assert!(
+        !t.contains("unchanged, skipped") && t.contains("started"),
+        "{t}"
+    );
+
+    // A directory with a Cargo.toml stands for its build output of the runner's profile.
+    let krate = sb.path().join("my-crate");
+    let out_dir = krate.join("target").join(stage_host::BUILD_PROFILE);
+    std::fs::create_dir_all(&out_dir).unwrap();
+    std::fs::write(krate.join("Cargo.toml"), "").unwrap();
+    std::fs::copy(lib("fixture-reward"), out_dir.join(&file)).unwrap();
+    std::fs::write(
+        sb.path().join("p.toml"),
+        pipeline.replace("[\"libs\"]", "[\"my-crate\"]"),
+    )
+    .unwrap();
+    ok(sb.run(&[]));
+    assert_eq!(
+        run_json(&sb)["stages"]["rl"]["rewards"][0]["library"],
+        json!(out_dir.join(&file))
+    );
+    assert_eq!(
+        sb.result("rl")["rewards"][0]["scores"],
+        json!([1.0, 0.0, null])
+    );
+
+    // Not built yet: the error names where the runner looked and how to build it.
+    let e = format!(
+        "{:#}",
+        stage_host::find_plugin("my-crate", std::slice::from_ref(&krate)).unwrap_err()
+    );
+    for want in [
+        format!(
+            "{} (the build output of the crate in {})",
+            out_dir.display(),
+            krate.display()
+        ),
+        format!("--manifest-path {}", krate.join("Cargo.toml").display()),
+        "`[pipeline] plugin_path`".to_string(),
+    ] {
+        assert!(e.contains(&want), "{want} not in {e}");
+    }
 }
