@@ -280,3 +280,111 @@ fn seeds_depend_on_pipeline_seed_and_stage_name_only() {
     assert_ne!(p.stages[0].seed, q.stages[0].seed);
     assert_eq!(p.stages[0].seed, pipeline::derive_seed(1, "a"));
 }
+
+#[test]
+fn plugin_path_errors_name_file_key_and_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("libs")).unwrap();
+    std::fs::write(d.join("notes.txt"), "").unwrap();
+    let file = d.join("p.toml");
+    let f = file.display();
+    let stages = "\n[stages.a]\nplugin = \"fixture-stage\"\n";
+    let parse = |pipeline: &str, overrides: &[&str]| {
+        let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        pipeline::Pipeline::parse(&file, &format!("{pipeline}{stages}"), &o)
+    };
+    let err =
+        |pipeline: &str, overrides: &[&str]| parse(pipeline, overrides).unwrap_err().to_string();
+
+    let e = err(
+        "[pipeline]\nname = \"t\"\nplugin_path = [\n  \"libs\",\n  \"nope\",\n]\n",
+        &[],
+    );
+    let want = format!(
+        "{f}:5: pipeline.plugin_path[1]: plugin directory `nope` does not exist (relative to the directory of {f}: {})",
+        d.join("nope").display()
+    );
+    assert!(e.contains(&want), "{want}\nnot in\n{e}");
+    assert!(!e.contains("plugin_path[0]"), "{e}");
+
+    let e = err(
+        "[pipeline]\nname = \"t\"\nplugin_path = [\"notes.txt\"]\n",
+        &[],
+    );
+    assert!(
+        e.contains(&format!(
+            "{f}:3: pipeline.plugin_path[0]: plugin directory `notes.txt` is not a directory"
+        )),
+        "{e}"
+    );
+    let e = err("[pipeline]\nname = \"t\"\nplugin_path = \"libs\"\n", &[]);
+    assert!(
+        e.contains(&format!(
+            "{f}:3: pipeline.plugin_path: expected a list of directories"
+        )),
+        "{e}"
+    );
+    let e = err("[pipeline]\nname = \"t\"\nplugin_path = [3]\n", &[]);
+    assert!(
+        e.contains(&format!(
+            "{f}:3: pipeline.plugin_path[0]: expected a directory path, found an integer"
+        )),
+        "{e}"
+    );
+    // From the command line, relative to the current directory.
+    let e = err(
+        "[pipeline]\nname = \"t\"\n",
+        &["pipeline.plugin_path=[\"no-such-dir\"]"],
+    );
+    let cwd = std::env::current_dir().unwrap();
+    assert!(
+        e.contains(&format!(
+            "command-line override `pipeline.plugin_path=[\"no-such-dir\"]`: pipeline.plugin_path[0]: plugin directory \
+             `no-such-dir` does not exist (relative to the current directory: {})",
+            cwd.join("no-such-dir").display()
+        )),
+        "{e}"
+    );
+
+    // A good one resolves against the file's directory; absolute paths stay as they are.
+    let abs = d.join("libs").display().to_string();
+    let p = parse(
+        &format!("[pipeline]\nname = \"t\"\nplugin_path = [\"libs\", {abs:?}]\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(p.plugin_path, [d.join("libs"), d.join("libs")]);
+
+    // The runner reports it before anything runs, and `plan --json` hands xtask absolute paths.
+    std::fs::write(
+        &file,
+        format!("[pipeline]\nname = \"t\"\nplugin_path = [\"nope\"]\n{stages}"),
+    )
+    .unwrap();
+    let out = crate::support::runner()
+        .current_dir(d)
+        .args(["run", "p.toml"])
+        .output()
+        .unwrap();
+    let t = crate::support::text(&out);
+    assert!(
+        !out.status.success()
+            && t.contains(
+                "p.toml:3: pipeline.plugin_path[0]: plugin directory `nope` does not exist"
+            ),
+        "{t}"
+    );
+    std::fs::write(
+        &file,
+        format!("[pipeline]\nname = \"t\"\nplugin_path = [\"libs\"]\n{stages}"),
+    )
+    .unwrap();
+    let out = crate::support::runner()
+        .current_dir(d)
+        .args(["plan", "p.toml", "--json"])
+        .output()
+        .unwrap();
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["plugin_path"], serde_json::json!([d.join("libs")]));
+}

@@ -1,15 +1,18 @@
 //! `cargo xtask new-plugin` output builds, loads and runs inside a pipeline, as generated.
 //!
-//! The scaffold is generated into a temporary copy of the workspace manifest (same pinned
-//! dependencies, path dependencies pointing back here) and built with Cargo offline into its own
-//! target directory, so the test never touches this workspace's sources.
+//! The in-tree scaffold is generated into a temporary copy of the workspace manifest (same pinned
+//! dependencies, path dependencies pointing back here); the `--out` scaffold is a standalone crate
+//! in a temporary directory. Both are built with Cargo offline into target directories shared
+//! across test runs, so the test never touches this workspace's sources and only its first run
+//! compiles the dependencies.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use xtask::scaffold::{Kind, generate};
+use serde_json::json;
+use xtask::scaffold::{Kind, StageApi, generate, generate_standalone};
 
-use crate::support::{ok, runner};
+use crate::support::{ok, plugin_dir, runner};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -119,4 +122,122 @@ fn generated_plugins_build_load_and_run() {
         m.config_schema["properties"]["partial_credit"]["type"],
         serde_json::json!("number")
     );
+}
+
+/// `cargo xtask new-plugin NAME --kind reward --out DIR`: a crate outside the repository that
+/// builds on its own (as xtask builds it: `xtask::plugin_crate_build`), scores its samples, and is
+/// found by a pipeline through `[pipeline] plugin_path` (relative to the pipeline file).
+#[test]
+fn standalone_plugins_build_outside_the_repo_and_run_through_plugin_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("elsewhere");
+    let root = repo();
+    let stage_api = StageApi::Path(root.join("crates/stage-api"));
+    generate_standalone(&root, &out, "my-reward", Kind::Reward, &stage_api).unwrap();
+    generate_standalone(&root, &out, "my-stage", Kind::Stage, &stage_api).unwrap();
+    let (reward, stage) = (out.join("my-reward"), out.join("my-stage"));
+    let readme = std::fs::read_to_string(reward.join("README.md")).unwrap();
+    assert!(
+        readme.contains("cargo build --release")
+            && readme.contains(&format!("plugin_path = [\"{}\"]", reward.display()))
+            && readme.contains("interplay score --reward my-reward"),
+        "{readme}"
+    );
+
+    // Built the way `cargo xtask pipeline` builds a plugin crate: in its own target/ (here a link
+    // to a directory kept across test runs), with the runner's profile.
+    let shared = root.join("target").join("scaffold-standalone-test");
+    std::fs::create_dir_all(&shared).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for krate in [&reward, &stage] {
+        std::os::unix::fs::symlink(&shared, krate.join("target")).unwrap();
+        let build =
+            xtask::plugin_crate_build(&cargo, krate, stage_host::BUILD_PROFILE == "release")
+                .args(["--offline", "--quiet"])
+                .env_remove("CARGO_TARGET_DIR")
+                .output()
+                .unwrap();
+        assert!(
+            build.status.success(),
+            "{} does not build:\n{}",
+            krate.display(),
+            String::from_utf8_lossy(&build.stderr)
+        );
+    }
+
+    // Its samples, through `interplay score --plugin-dir <crate>`.
+    let scores = runner()
+        .args(["score", "--reward", "my-reward", "--plugin-dir"])
+        .arg(&reward)
+        .arg(reward.join("samples.jsonl"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok(scores).lines().collect::<Vec<_>>(),
+        ["1.0", "0.0", "0.0", "null"]
+    );
+
+    // A pipeline elsewhere finds it through plugin_path; the fixture stage scores with it.
+    let pipelines = tmp.path().join("pipelines");
+    std::fs::create_dir(&pipelines).unwrap();
+    std::fs::write(
+        pipelines.join("rl.toml"),
+        r#"[pipeline]
+name = "rl"
+plugin_path = ["../elsewhere/my-reward"]
+
+[stages.rl]
+plugin = "fixture-stage"
+config = { steps = 1 }
+rewards = [{ plugin = "my-reward", name = "mine", config = { partial_credit = 0.5 } }]
+"#,
+    )
+    .unwrap();
+    let run = || {
+        runner()
+            .current_dir(tmp.path())
+            .args([
+                "run",
+                "pipelines/rl.toml",
+                "--run-dir",
+                "run",
+                "--plugin-dir",
+            ])
+            .arg(plugin_dir())
+            .output()
+            .unwrap()
+    };
+    ok(run());
+    let stage_dir = tmp.path().join("run/stages/rl");
+    let result: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(stage_dir.join("out/data/result.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        result["rewards"],
+        json!([{ "name": "mine", "weight": 1.0, "scores": [1.0, 0.0, null] }])
+    );
+    let run_json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("run/run.json")).unwrap()).unwrap();
+    let library = run_json["stages"]["rl"]["rewards"][0]["library"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        Path::new(&library),
+        reward
+            .join("target")
+            .join(stage_host::BUILD_PROFILE)
+            .join(stage_host::library_file_name("my-reward"))
+    );
+    assert!(ok(run()).contains("unchanged, skipped"));
+
+    // The standalone stage runs from its own pipeline.toml (plugin_path = ["."]).
+    let t = ok(runner()
+        .current_dir(tmp.path())
+        .arg("run")
+        .arg(stage.join("pipeline.toml"))
+        .args(["--run-dir", "stage-run"])
+        .output()
+        .unwrap());
+    assert!(t.contains("the previous stage wrote 1000 numbers"), "{t}");
 }

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo xtask pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D]
-//! cargo xtask new-plugin <name> --kind stage|reward
+//! cargo xtask new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
 //! cargo xtask schema [--check]
 //! cargo xtask plugins
 //! cargo xtask bench <target>            # e.g. cargo xtask bench tasks --json bench.json
@@ -23,9 +23,14 @@ usage: cargo xtask <task>
 
   pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D] [--plugin-dir D]
         build (release unless --debug) the runner and exactly the plugins the pipeline names,
-        then run it; key=value overrides go to the runner
-  new-plugin <name> --kind stage|reward
-        scaffold plugins/<name> (and pipelines/<name>.toml for a stage); it builds and runs as is
+        then run it; key=value overrides go to the runner. Plugins of this workspace are built
+        with `cargo build -p`; every plugin crate (a directory with a Cargo.toml) on the
+        pipeline's `[pipeline] plugin_path` or given as --plugin-dir is built in its own
+        target/ with the same profile, and the runner finds its plugins there
+  new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
+        scaffold plugins/<name> (and pipelines/<name>.toml for a stage); it builds and runs as is.
+        --out DIR: a standalone crate DIR/<name> outside this repository (its own workspace,
+        stage-api by path to this checkout, or by git with --stage-api-git), with a README
   schema [--check]
         write JSON Schemas for pipeline files and every plugin config into schemas/
         (--check: fail if the committed ones are stale)
@@ -130,8 +135,30 @@ fn has_cuda_feature(plugin: &str) -> bool {
     false
 }
 
+/// Package names of this workspace's members (`cargo metadata --no-deps`).
+fn workspace_members() -> anyhow::Result<Vec<String>> {
+    let out = cargo()
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()
+        .context("starting cargo metadata")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("reading `cargo metadata`")?;
+    Ok(meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str().map(str::to_string))
+        .collect())
+}
+
 fn pipeline(args: &[String]) -> anyhow::Result<()> {
     let (mut file, mut overrides, mut runner_flags) = (None, Vec::new(), Vec::new());
+    let mut plugin_dirs: Vec<PathBuf> = Vec::new();
     let (mut release, mut cuda) = (true, false);
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -140,12 +167,19 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
             "--debug" => release = false,
             "--cuda" => cuda = true,
             "--force" | "--run-dir" | "--plugin-dir" => {
+                let value = it
+                    .next()
+                    .with_context(|| format!("{a} needs a value"))?
+                    .clone();
+                if a == "--plugin-dir" {
+                    plugin_dirs.push(PathBuf::from(&value));
+                }
                 runner_flags.push(a.clone());
-                runner_flags.push(
-                    it.next()
-                        .with_context(|| format!("{a} needs a value"))?
-                        .clone(),
-                );
+                runner_flags.push(value);
+            }
+            s if s.starts_with("--plugin-dir=") => {
+                plugin_dirs.push(PathBuf::from(&s["--plugin-dir=".len()..]));
+                runner_flags.push(a.clone());
             }
             s if s.starts_with("--") => runner_flags.push(a.clone()),
             s if file.is_none() && !s.contains('=') => file = Some(PathBuf::from(s)),
@@ -174,12 +208,42 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
     }
     let plan: serde_json::Value =
         serde_json::from_slice(&out.stdout).context("reading `interplay plan --json`")?;
-    let plugins: Vec<String> = plan["plugins"]
-        .as_array()
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()
+    };
+    // Plugins that are not members of this workspace come from the plugin path: never `-p`.
+    let members = workspace_members()?;
+    let (plugins, outside): (Vec<String>, Vec<String>) = strings(&plan["plugins"])
         .into_iter()
-        .flatten()
-        .filter_map(|v| v.as_str().map(str::to_string))
-        .collect();
+        .partition(|p| members.contains(p));
+    // The plugin crates to build: directories with a Cargo.toml on the pipeline's plugin_path
+    // (absolute already) or given as --plugin-dir (relative to the current directory, as the
+    // runner reads them).
+    let mut crates: Vec<PathBuf> = Vec::new();
+    for d in strings(&plan["plugin_path"])
+        .into_iter()
+        .map(PathBuf::from)
+        .chain(
+            plugin_dirs
+                .iter()
+                .map(std::path::absolute)
+                .collect::<Result<Vec<_>, _>>()?,
+        )
+    {
+        if xtask::is_plugin_crate(&d) && !crates.contains(&d) {
+            crates.push(d);
+        }
+    }
+    if !outside.is_empty() {
+        eprintln!(
+            "not in this workspace, looked up on the plugin path: {}",
+            outside.join(", ")
+        );
+    }
     cuda |= plan["features"]
         .as_array()
         .is_some_and(|f| f.iter().any(|x| x == "cuda"));
@@ -196,6 +260,12 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
         }
     }
     run(&mut build)?;
+    // 3b. Plugin crates outside this workspace, each in its own target/ with the same profile, where
+    //     the runner looks for them (`stage_host::library_dir`).
+    let cargo_exe = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    for dir in &crates {
+        run(&mut xtask::plugin_crate_build(&cargo_exe, dir, release))?;
+    }
 
     // 4. Run it with the plugins just built.
     let mut runner = Command::new(&bin);
@@ -219,39 +289,78 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
     }
 }
 
+const NEW_PLUGIN_USAGE: &str =
+    "usage: cargo xtask new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]";
+
 fn new_plugin(args: &[String]) -> anyhow::Result<()> {
-    let (mut name, mut kind) = (None, None);
+    let (mut name, mut kind, mut out, mut git) = (None, None, None, None);
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--kind" => {
-                kind = Some(
-                    it.next()
-                        .context("--kind needs stage or reward")?
-                        .parse::<scaffold::Kind>()?,
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let mut value = |what: &str| -> anyhow::Result<String> {
+            match &inline {
+                Some(v) => Ok(v.clone()),
+                None => it
+                    .next()
+                    .cloned()
+                    .with_context(|| format!("{flag} needs {what}")),
+            }
+        };
+        match flag {
+            "--kind" => kind = Some(value("stage or reward")?.parse::<scaffold::Kind>()?),
+            "--out" => out = Some(PathBuf::from(value("a directory")?)),
+            "--stage-api-git" => git = Some(value("a git URL")?),
+            s if name.is_none() && !s.starts_with('-') => name = Some(s.to_string()),
+            other => bail!("unexpected argument `{other}`; {NEW_PLUGIN_USAGE}"),
+        }
+    }
+    let name = name.context(NEW_PLUGIN_USAGE)?;
+    let kind = kind.context("--kind stage|reward is required")?;
+    let Some(out) = out else {
+        anyhow::ensure!(
+            git.is_none(),
+            "--stage-api-git only applies with --out (a plugin in this workspace uses its stage-api)"
+        );
+        let written = scaffold::generate(&root(), &name, kind)?;
+        for w in &written {
+            println!("wrote {}", w.strip_prefix(root()).unwrap_or(w).display());
+        }
+        match kind {
+            scaffold::Kind::Stage => {
+                println!(
+                    "\nnext: cargo xtask pipeline pipelines/{name}.toml\n      cargo xtask schema"
                 )
             }
-            s if s.starts_with("--kind=") => kind = Some(s["--kind=".len()..].parse()?),
-            s if name.is_none() && !s.starts_with('-') => name = Some(s.to_string()),
-            other => bail!(
-                "unexpected argument `{other}`; usage: cargo xtask new-plugin <name> --kind stage|reward"
+            scaffold::Kind::Reward => println!(
+                "\nnext: attach it to an RL stage: rewards = [{{ plugin = \"{name}\", weight = 1.0 }}]\n      \
+                 or score a file: cargo build -p interplay -p {name} && target/debug/interplay score --reward {name} plugins/{name}/samples.jsonl\n      \
+                 cargo xtask schema"
             ),
         }
-    }
-    let name = name.context("usage: cargo xtask new-plugin <name> --kind stage|reward")?;
-    let kind = kind.context("--kind stage|reward is required")?;
-    let written = scaffold::generate(&root(), &name, kind)?;
+        return Ok(());
+    };
+    let stage_api = match git {
+        Some(url) => scaffold::StageApi::Git(url),
+        None => scaffold::StageApi::Path(root().join("crates").join("stage-api")),
+    };
+    let written = scaffold::generate_standalone(&root(), &out, &name, kind, &stage_api)?;
     for w in &written {
-        println!("wrote {}", w.strip_prefix(root()).unwrap_or(w).display());
+        println!("wrote {}", w.display());
     }
+    let dir = std::path::absolute(out.join(&name))?;
+    let d = dir.display();
     match kind {
-        scaffold::Kind::Stage => {
-            println!("\nnext: cargo xtask pipeline pipelines/{name}.toml\n      cargo xtask schema")
-        }
+        scaffold::Kind::Stage => println!(
+            "\nnext: cargo xtask pipeline {d}/pipeline.toml   (builds {d} too; see {d}/README.md)"
+        ),
         scaffold::Kind::Reward => println!(
-            "\nnext: attach it to an RL stage: rewards = [{{ plugin = \"{name}\", weight = 1.0 }}]\n      \
-             or score a file: cargo build -p interplay -p {name} && target/debug/interplay score --reward {name} plugins/{name}/samples.jsonl\n      \
-             cargo xtask schema"
+            "\nnext: cargo build --release --manifest-path {d}/Cargo.toml\n      \
+             target/release/interplay score --reward {name} --plugin-dir {d} {d}/samples.jsonl\n      \
+             in a pipeline: [pipeline] plugin_path = [\"{d}\"] and rewards = [{{ plugin = \"{name}\" }}] \
+             (see {d}/README.md)"
         ),
     }
     Ok(())

@@ -42,8 +42,10 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct PluginDirs {
-    /// Extra directory to search for plugin libraries (repeatable). Also searched: $INTERPLAY_PLUGIN_PATH
-    /// (colon-separated) and the directory of this executable.
+    /// Extra directory to search for plugin libraries (repeatable); a directory holding a Cargo.toml
+    /// (a plugin crate) stands for its build output target/<profile of this runner>. Searched after
+    /// a pipeline's `[pipeline] plugin_path` and before $INTERPLAY_PLUGIN_PATH (colon-separated) and
+    /// the directory of this executable.
     #[arg(long = "plugin-dir", value_name = "DIR")]
     dirs: Vec<PathBuf>,
 }
@@ -316,6 +318,7 @@ fn plan(file: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCod
                 "rewards": s.rewards.iter().map(|r| &r.plugin).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "plugins": plugins,
+            "plugin_path": p.plugin_path,
             "features": if cuda { vec!["cuda"] } else { vec![] },
         });
         println!("{}", serde_json::to_string_pretty(&v)?);

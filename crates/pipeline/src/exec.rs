@@ -194,6 +194,10 @@ pub fn execute(
             (s.spec.name.as_str(), json!({
                 "plugin": s.plugin.manifest.name, "version": s.plugin.manifest.version,
                 "library": s.plugin.path, "sha256": s.plugin_sha256, "seed": s.spec.seed, "device": s.spec.device,
+                "rewards": s.rewards.iter().map(|(e, rp, h)| json!({
+                    "name": e.name, "plugin": rp.manifest.name, "version": rp.manifest.version,
+                    "library": rp.path, "sha256": h,
+                })).collect::<Vec<_>>(),
             }))
         })
         .collect();

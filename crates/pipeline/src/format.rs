@@ -29,6 +29,13 @@ struct PipelineTable {
     /// Device for every stage: `cpu` (default), `cuda`, `cuda:1`.
     #[serde(default)]
     device: Option<String>,
+    /// Directories searched for plugins before `--plugin-dir`, `$INTERPLAY_PLUGIN_PATH` and the
+    /// runner's own directory; relative to this file. Each must exist. A directory holding a
+    /// `Cargo.toml` (a plugin crate outside this repository, e.g. from `cargo xtask new-plugin NAME
+    /// --kind reward --out DIR`) stands for its build output `target/<profile>` (the runner's
+    /// profile), and `cargo xtask pipeline` builds it first.
+    #[serde(default)]
+    plugin_path: Option<Vec<String>>,
     /// Free text.
     #[serde(default)]
     description: Option<String>,

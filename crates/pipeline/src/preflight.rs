@@ -23,10 +23,14 @@ pub struct ResolvedStage {
     pub rewards: Vec<(RewardEntry, RewardPlugin, String)>,
 }
 
-/// Loads every plugin `p` names from `plugin_dirs` and checks the whole pipeline. Reports every
-/// problem found, each with its location.
+/// Loads every plugin `p` names and checks the whole pipeline. Plugins are looked for in the
+/// pipeline's own `plugin_path` first, then in `plugin_dirs` (see `stage_host::find_plugin`).
+/// Reports every problem found, each with its location.
 pub fn preflight(p: &Pipeline, plugin_dirs: &[PathBuf]) -> Result<Vec<ResolvedStage>, Diagnostics> {
     let o = p.origins();
+    let mut dirs = p.plugin_path.clone();
+    dirs.extend(plugin_dirs.iter().cloned());
+    let plugin_dirs = &dirs[..];
     let mut diags = Vec::new();
     let mut hashes: BTreeMap<PathBuf, String> = BTreeMap::new();
     let mut hash = |path: &PathBuf| -> anyhow::Result<String> {

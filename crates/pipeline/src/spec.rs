@@ -25,6 +25,11 @@ pub struct Pipeline {
     pub seed: u64,
     /// `[pipeline] device` (default `"cpu"`).
     pub device: String,
+    /// `[pipeline] plugin_path`: directories searched for plugins before any other, as canonical
+    /// paths (relative ones are relative to the pipeline file, or to the current directory when
+    /// they come from an override). Each exists; one holding a `Cargo.toml` stands for its build
+    /// output (`stage_host::library_dir`).
+    pub plugin_path: Vec<PathBuf>,
     /// Stages in dependency order (every stage after the stages it reads from).
     pub stages: Vec<StageSpec>,
     /// The overrides applied, as given.
@@ -589,6 +594,70 @@ impl<'a> Checker<'a> {
     }
 }
 
+impl Checker<'_> {
+    /// `[pipeline] plugin_path`: a list of existing directories, resolved against the pipeline
+    /// file's directory (or the current directory, for an override).
+    fn plugin_path(&mut self, m: &Map<String, Value>) -> Vec<PathBuf> {
+        let lp = vec![key("pipeline"), key("plugin_path")];
+        let Some(v) = m.get("plugin_path") else {
+            return Vec::new();
+        };
+        let Value::Array(items) = v else {
+            self.err(
+                &lp,
+                format!(
+                    "expected a list of directories (`plugin_path = [\"../my-reward\"]`), found {}",
+                    type_name(v)
+                ),
+            );
+            return Vec::new();
+        };
+        let mut dirs = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let ip = [lp.clone(), vec![Seg::Index(i)]].concat();
+            let Some(raw) = item.as_str().filter(|s| !s.is_empty()) else {
+                self.err(
+                    &ip,
+                    format!("expected a directory path, found {}", type_name(item)),
+                );
+                continue;
+            };
+            let (base, against) = match self.origins.of(&ip) {
+                Origin::File { file, .. } => (
+                    file.parent().map(Path::to_path_buf).unwrap_or_default(),
+                    format!("the directory of {}", file.display()),
+                ),
+                Origin::Override(_) => (PathBuf::new(), "the current directory".to_string()),
+            };
+            let joined = base.join(raw);
+            let dir = std::path::absolute(&joined).unwrap_or(joined);
+            let resolved = if Path::new(raw).is_absolute() {
+                String::new()
+            } else {
+                format!(" (relative to {against}: {})", dir.display())
+            };
+            if !dir.exists() {
+                self.err(
+                    &ip,
+                    format!(
+                        "plugin directory `{raw}` does not exist{resolved}; name a directory holding plugin \
+                         libraries, or a plugin crate (with its Cargo.toml) that `cargo xtask pipeline` builds"
+                    ),
+                );
+            } else if !dir.is_dir() {
+                self.err(
+                    &ip,
+                    format!("plugin directory `{raw}` is not a directory{resolved}"),
+                );
+            } else {
+                // Canonical: `run.json` records where each plugin was found, without `..`.
+                dirs.push(dir.canonicalize().unwrap_or(dir));
+            }
+        }
+        dirs
+    }
+}
+
 fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
@@ -607,7 +676,7 @@ fn valid_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-const PIPELINE_KEYS: &[&str] = &["name", "seed", "device", "description"];
+const PIPELINE_KEYS: &[&str] = &["name", "seed", "device", "plugin_path", "description"];
 const STAGE_KEYS: &[&str] = &[
     "plugin",
     "config",
@@ -647,6 +716,7 @@ fn check(
     // [pipeline]
     let pp = vec![key("pipeline")];
     let (mut name, mut seed, mut device) = (String::new(), 0u64, "cpu".to_string());
+    let mut plugin_path = Vec::new();
     match top.get("pipeline") {
         None => c.err(&[], "missing table [pipeline] (with at least `name`)"),
         Some(v) => {
@@ -659,6 +729,7 @@ fn check(
                     );
                 }
                 device = c.string(m, &pp, "device", false).unwrap_or(device);
+                plugin_path = c.plugin_path(m);
                 match m.get("seed") {
                     None => {}
                     Some(v) => match v.as_u64() {
@@ -848,6 +919,7 @@ fn check(
         name,
         seed,
         device,
+        plugin_path,
         stages,
         overrides: Vec::new(),
         resolved: root.clone(),

@@ -348,12 +348,11 @@ pub mod __private {
             let batch: Vec<RewardSample> = serde_json::from_slice(unsafe { batch.as_slice() })
                 .map_err(|e| anyhow::anyhow!("bad reward batch: {e}"))?;
             let scores = reward.score(&batch);
-            anyhow::ensure!(
-                scores.len() == batch.len(),
-                "returned {} scores for {} samples",
-                scores.len(),
-                batch.len()
-            );
+            // Checked here because JSON cannot carry NaN or infinity: serde_json would write
+            // `null`, and the host would read "not applicable".
+            if let Err(e) = crate::check_scores(&scores, batch.len()) {
+                anyhow::bail!("{e}");
+            }
             Ok(scores)
         }));
         match result {

@@ -102,17 +102,25 @@ impl<'h> RunContext<'h> {
         &self.request.rewards
     }
 
-    /// Scores `batch` with every attached reward plugin (in the host process).
+    /// Scores `batch` with every attached reward plugin (in the host process). One
+    /// [`RewardScores`] per reward, each with one score per sample: `None` where the reward does
+    /// not apply, otherwise a finite number. A reward that panics, fails, returns the wrong number
+    /// of scores or a NaN/infinite score makes this an error that names the reward and its plugin;
+    /// return it (`?`) so the stage fails rather than train on a wrong reward.
     pub fn score(&self, batch: &[RewardSample]) -> anyhow::Result<Vec<RewardScores>> {
         let scores = self.host.score(batch)?;
+        // The host checks too; this holds for any host (tests may implement `Host` directly).
         for s in &scores {
-            anyhow::ensure!(
-                s.scores.len() == batch.len(),
-                "reward `{}` returned {} scores for {} samples",
-                s.name,
-                s.scores.len(),
-                batch.len()
-            );
+            if let Err(e) = crate::check_scores(&s.scores, batch.len()) {
+                let plugin = self
+                    .request
+                    .rewards
+                    .iter()
+                    .find(|r| r.name == s.name)
+                    .map(|r| r.plugin.as_str())
+                    .unwrap_or("unknown");
+                anyhow::bail!("reward `{}` (plugin `{plugin}`) {e}", s.name);
+            }
         }
         Ok(scores)
     }

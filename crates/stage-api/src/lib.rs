@@ -170,6 +170,28 @@ fn port(name: &str, kind: ArtifactKind, description: &str) -> Port {
     }
 }
 
+/// Checks what a reward returned for a batch of `samples`: exactly one score per sample, each
+/// `None` (not applicable) or finite. The message says what is wrong, without naming the reward
+/// (callers add that): `returned 3 scores for 2 samples`, `returned NaN for sample 1 (of 2)`.
+pub fn check_scores(scores: &[Option<f32>], samples: usize) -> Result<(), String> {
+    if scores.len() != samples {
+        return Err(format!(
+            "returned {} scores for {samples} samples",
+            scores.len()
+        ));
+    }
+    match scores
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.is_some_and(|s| !s.is_finite()))
+    {
+        Some((i, Some(s))) => Err(format!(
+            "returned {s} for sample {i} (of {samples}); a score must be finite, or None where the reward does not apply"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// JSON Schema of a config type, as a plain JSON value.
 pub fn config_schema<C: schemars::JsonSchema>() -> serde_json::Value {
     schemars::schema_for!(C).to_value()

@@ -248,3 +248,129 @@ fn reward_glue_creates_scores_and_destroys() {
     assert!(msg.contains("returned 1 scores for 0 samples"), "{msg}");
     glue::destroy_reward::<Len>(handle);
 }
+
+/// Returns NaN or infinity: JSON would carry either as `null` ("not applicable").
+struct NonFinite;
+
+#[derive(Deserialize, JsonSchema)]
+struct NonFiniteCfg {}
+
+impl RewardFn for NonFinite {
+    type Config = NonFiniteCfg;
+    const DESCRIPTION: &'static str = "non-finite scores";
+    fn new(_cfg: NonFiniteCfg) -> anyhow::Result<Self> {
+        Ok(NonFinite)
+    }
+    fn score(&self, batch: &[RewardSample]) -> Vec<Option<f32>> {
+        batch
+            .iter()
+            .map(|s| match s.completion.as_str() {
+                "nan" => Some(f32::NAN),
+                "inf" => Some(f32::NEG_INFINITY),
+                "skip" => None,
+                _ => Some(1.0),
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn reward_glue_refuses_non_finite_scores() {
+    let mut unused = Vec::new();
+    let w = abi::vec_writer(&mut unused);
+    let handle = glue::create_reward::<NonFinite>(Bytes::from_slice(b"{}"), &w);
+    let score = |batch: &str| {
+        let mut out = Vec::new();
+        let w = abi::vec_writer(&mut out);
+        let status =
+            glue::score_reward::<NonFinite>(handle, Bytes::from_slice(batch.as_bytes()), &w);
+        (status, String::from_utf8(out).unwrap())
+    };
+    let ok = r#"[{"prompt": "", "completion": "a"}, {"prompt": "", "completion": "skip"}]"#;
+    assert_eq!(score(ok), (abi::STATUS_OK, "[1.0,null]".to_string()));
+    let (status, msg) =
+        score(r#"[{"prompt": "", "completion": "a"}, {"prompt": "", "completion": "nan"}]"#);
+    assert_eq!(status, abi::STATUS_ERROR);
+    assert!(msg.contains("returned NaN for sample 1 (of 2)"), "{msg}");
+    let (status, msg) = score(r#"[{"prompt": "", "completion": "inf"}]"#);
+    assert_eq!(status, abi::STATUS_ERROR);
+    assert!(msg.contains("returned -inf for sample 0 (of 1)"), "{msg}");
+    glue::destroy_reward::<NonFinite>(handle);
+}
+
+/// A host implemented directly (no C ABI) whose reward returns `scores`.
+struct DirectHost {
+    scores: Vec<Option<f32>>,
+}
+
+impl stage_api::Host for DirectHost {
+    fn emit(&self, _event: &Event) {}
+    fn should_stop(&self) -> bool {
+        false
+    }
+    fn score(&self, _batch: &[RewardSample]) -> anyhow::Result<Vec<RewardScores>> {
+        Ok(vec![RewardScores {
+            name: "exact".into(),
+            weight: 1.0,
+            scores: self.scores.clone(),
+        }])
+    }
+}
+
+#[test]
+fn run_context_score_names_a_misbehaving_reward_whatever_the_host() {
+    let request = Request {
+        api_version: stage_api::API_VERSION.into(),
+        pipeline: "p".into(),
+        stage: "s".into(),
+        config: json!({}),
+        inputs: BTreeMap::new(),
+        outputs: BTreeMap::new(),
+        stage_dir: "/nonexistent".into(),
+        ckpt_dir: "/nonexistent/ckpt".into(),
+        resume: false,
+        device: "cpu".into(),
+        seed: 1,
+        rewards: vec![stage_api::RewardSpec {
+            name: "exact".into(),
+            plugin: "exact-match".into(),
+            weight: 1.0,
+            config: json!({}),
+        }],
+    };
+    let batch = [
+        RewardSample {
+            prompt: "p".into(),
+            completion: "a".into(),
+            reference: json!(null),
+            meta: json!(null),
+        },
+        RewardSample {
+            prompt: "p".into(),
+            completion: "b".into(),
+            reference: json!(null),
+            meta: json!(null),
+        },
+    ];
+    let score = |scores: Vec<Option<f32>>| {
+        let host = DirectHost { scores };
+        let ctx = RunContext::new(request.clone(), &host);
+        ctx.score(&batch).map_err(|e| e.to_string())
+    };
+    assert!(score(vec![Some(0.5), None]).is_ok());
+    let who = "reward `exact` (plugin `exact-match`)";
+    for (scores, what) in [
+        (vec![Some(0.5)], "returned 1 scores for 2 samples"),
+        (
+            vec![None, Some(f32::NAN)],
+            "returned NaN for sample 1 (of 2)",
+        ),
+        (
+            vec![Some(f32::INFINITY), None],
+            "returned inf for sample 0 (of 2)",
+        ),
+    ] {
+        let e = score(scores).unwrap_err();
+        assert!(e.contains(who) && e.contains(what), "{e}");
+    }
+}

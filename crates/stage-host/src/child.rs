@@ -209,13 +209,17 @@ impl ChildHost {
             !self.rewards.is_empty(),
             "this stage has no reward plugins (add `rewards = [...]` to it)"
         );
+        // Only the length: the bytes go to each reward as they are.
+        let samples = serde_json::from_slice::<Vec<serde::de::IgnoredAny>>(batch)
+            .context("the stage sent a batch that is not a JSON list of samples")?
+            .len();
         self.rewards
             .iter()
             .map(|(spec, reward)| {
                 Ok(RewardScores {
                     name: spec.name.clone(),
                     weight: spec.weight,
-                    scores: reward.score_json(batch)?,
+                    scores: reward.score_json(batch, samples)?,
                 })
             })
             .collect()
@@ -347,7 +351,8 @@ fn serve(args: &[String], host: &mut ChildHost) -> anyhow::Result<Vec<u8>> {
             .with_context(|| format!("no library given for reward `{}`", spec.name))?;
         let reward = load_reward(path)?
             .instantiate(&spec.config)
-            .with_context(|| format!("reward `{}`", spec.name))?;
+            .with_context(|| format!("reward `{}`", spec.name))?
+            .named(&spec.name);
         host.rewards.push((spec.clone(), reward));
     }
     let api = HostApi {

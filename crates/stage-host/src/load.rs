@@ -20,18 +20,67 @@ pub fn library_file_name(plugin: &str) -> String {
     )
 }
 
-/// The library of plugin `name` in the first of `dirs` that has it.
+/// The Cargo profile this runner was built with: `"release"` or `"debug"`.
+pub const BUILD_PROFILE: &str = if cfg!(debug_assertions) {
+    "debug"
+} else {
+    "release"
+};
+
+/// Where plugin libraries are looked for in search directory `dir`: in `dir` itself, or, when
+/// `dir` holds a `Cargo.toml` (a plugin crate, or a workspace of them), in its build output
+/// `dir/target/<profile>` for the profile of this runner ([`BUILD_PROFILE`]): a release runner
+/// loads release builds, a debug runner debug builds.
+pub fn library_dir(dir: &Path) -> PathBuf {
+    if dir.join("Cargo.toml").is_file() {
+        dir.join("target").join(BUILD_PROFILE)
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The library of plugin `name` in the first of `dirs` that has it (see [`library_dir`]).
 pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
     let file = library_file_name(name);
     for dir in dirs {
-        let p = dir.join(&file);
+        let p = library_dir(dir).join(&file);
         if p.is_file() {
             return Ok(p);
         }
     }
-    let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let mut searched = Vec::new();
+    let mut crates = Vec::new();
+    for dir in dirs {
+        let lib_dir = library_dir(dir);
+        if lib_dir == *dir {
+            searched.push(dir.display().to_string());
+        } else {
+            searched.push(format!(
+                "{} (the build output of the crate in {})",
+                lib_dir.display(),
+                dir.display()
+            ));
+            crates.push(dir);
+        }
+    }
+    let release = if BUILD_PROFILE == "release" {
+        " --release"
+    } else {
+        ""
+    };
+    let build = match crates.as_slice() {
+        [] => format!("build it with `cargo build -p {name}`"),
+        [one] => format!(
+            "build it with `cargo build{release} --manifest-path {}` (or `cargo build -p {name}` if it is a member of this workspace)",
+            one.join("Cargo.toml").display()
+        ),
+        _ => format!(
+            "build it with `cargo build{release} --manifest-path <crate>/Cargo.toml` (or `cargo build -p {name}` if it is a member of this workspace)"
+        ),
+    };
     bail!(
-        "plugin `{name}` not found: no {file} in {}; build it with `cargo build -p {name}` or pass --plugin-dir",
+        "plugin `{name}` not found: no {file} in {}; {build}, pass --plugin-dir, or add its directory to \
+         `[pipeline] plugin_path`",
         if searched.is_empty() {
             "(no plugin directories)".to_string()
         } else {
@@ -40,12 +89,12 @@ pub fn find_plugin(name: &str, dirs: &[PathBuf]) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// Every file in `dirs` named like a plugin library (`lib*.so`), sorted.
+/// Every file in `dirs` (see [`library_dir`]) named like a plugin library (`lib*.so`), sorted.
 pub fn list_libraries(dirs: &[PathBuf]) -> Vec<PathBuf> {
     let (prefix, suffix) = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
     let mut out = Vec::new();
     for dir in dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
+        let Ok(entries) = std::fs::read_dir(library_dir(dir)) else {
             continue;
         };
         for e in entries.flatten() {
@@ -282,6 +331,7 @@ impl RewardPlugin {
         Ok(Reward {
             plugin: self.clone(),
             handle,
+            name: self.manifest.name.clone(),
         })
     }
 }
@@ -297,6 +347,7 @@ fn error_text(buf: &[u8]) -> String {
 pub struct Reward {
     plugin: RewardPlugin,
     handle: *mut c_void,
+    name: String,
 }
 
 impl Reward {
@@ -305,33 +356,63 @@ impl Reward {
         &self.plugin.manifest
     }
 
-    /// Scores a batch given as `[RewardSample]` JSON (passed through without re-encoding).
-    pub fn score_json(&self, batch: &[u8]) -> anyhow::Result<Vec<Option<f32>>> {
+    /// Gives the reward the name it has in a pipeline (`rewards = [{ name = ... }]`; the plugin
+    /// name by default), which error messages then use besides the plugin name.
+    pub fn named(mut self, name: &str) -> Reward {
+        self.name = name.to_string();
+        self
+    }
+
+    /// How messages name this reward: "reward `outcome` (plugin `reward-outcome`)", or
+    /// "reward plugin `reward-outcome`" when the two names are the same.
+    pub fn label(&self) -> String {
+        let plugin = &self.plugin.manifest.name;
+        if self.name == *plugin {
+            format!("reward plugin `{plugin}`")
+        } else {
+            format!("reward `{}` (plugin `{plugin}`)", self.name)
+        }
+    }
+
+    /// Scores a batch of `samples` samples given as `[RewardSample]` JSON (passed through without
+    /// re-encoding). Fails, naming the reward, when the plugin panics or reports an error, or returns
+    /// anything but one finite score or `None` per sample.
+    pub fn score_json(&self, batch: &[u8], samples: usize) -> anyhow::Result<Vec<Option<f32>>> {
         let mut buf = Vec::new();
         let w = abi::vec_writer(&mut buf);
         let status = unsafe { (self.plugin.decl.score)(self.handle, Bytes::from_slice(batch), &w) };
-        if status != abi::STATUS_OK {
-            bail!(
-                "reward `{}` failed: {}",
-                self.plugin.manifest.name,
+        match status {
+            abi::STATUS_OK => {}
+            abi::STATUS_PANIC => {
+                let text = error_text(&buf);
+                bail!(
+                    "{} panicked while scoring {samples} samples: {}",
+                    self.label(),
+                    text.strip_prefix("panicked: ").unwrap_or(&text)
+                )
+            }
+            _ => bail!(
+                "{} failed while scoring {samples} samples: {}",
+                self.label(),
                 error_text(&buf)
-            );
+            ),
         }
-        serde_json::from_slice(&buf)
-            .with_context(|| format!("reward `{}`: unreadable scores", self.plugin.manifest.name))
+        let scores: Vec<Option<f32>> = serde_json::from_slice(&buf).with_context(|| {
+            format!(
+                "{}: unreadable scores `{}`",
+                self.label(),
+                String::from_utf8_lossy(&buf)
+            )
+        })?;
+        if let Err(e) = stage_api::check_scores(&scores, samples) {
+            bail!("{} {e}", self.label());
+        }
+        Ok(scores)
     }
 
     /// Scores a batch: one score per sample, `None` where the reward does not apply.
     pub fn score(&self, batch: &[RewardSample]) -> anyhow::Result<Vec<Option<f32>>> {
-        let scores = self.score_json(&serde_json::to_vec(batch)?)?;
-        anyhow::ensure!(
-            scores.len() == batch.len(),
-            "reward `{}` returned {} scores for {} samples",
-            self.plugin.manifest.name,
-            scores.len(),
-            batch.len()
-        );
-        Ok(scores)
+        self.score_json(&serde_json::to_vec(batch)?, batch.len())
     }
 }
 
