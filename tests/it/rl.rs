@@ -243,3 +243,79 @@ fn rl_setting_errors_name_the_field() {
         assert!(t.contains(expected), "{rl}: expected `{expected}` in:\n{t}");
     }
 }
+
+#[test]
+fn a_reward_scaffolded_outside_the_repository_trains_through_the_rl_pipeline() {
+    use xtask::scaffold::{Kind, StageApi, generate_standalone};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let out = tmp.path().join("my-rewards");
+    let stage_api = StageApi::Path(root.join("crates/stage-api"));
+    generate_standalone(&root, &out, "answer-seen", Kind::Reward, &stage_api).unwrap();
+    let krate = out.join("answer-seen");
+    // Built as `cargo xtask pipeline` builds a crate on the plugin path, its target/ shared across runs.
+    let shared = root.join("target").join("scaffold-standalone-test");
+    std::fs::create_dir_all(&shared).unwrap();
+    std::os::unix::fs::symlink(&shared, krate.join("target")).unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let build = xtask::plugin_crate_build(&cargo, &krate, stage_host::BUILD_PROFILE == "release")
+        .args(["--offline", "--quiet"])
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "the scaffolded reward does not build:\n{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+
+    // The scaffold's reward reads `reference.answer` (which rl-grpo fills with the gold answer) and gives
+    // partial credit to a completion that contains it: something even a test model earns sometimes.
+    let rewards = r#"rewards = [
+  { plugin = "answer-seen", config = { partial_credit = 0.5 } },
+  { plugin = "reward-process", name = "verified", weight = 0, config = { value = "verified" } },
+]"#;
+    let p = pipeline(rewards, "steps = 2")
+        .replace("max_new_tokens = 12\nprompts", "max_new_tokens = 48\nprompts")
+        .replace(
+        "[pipeline]\n",
+        &format!("[pipeline]\nplugin_path = [{:?}]\n", krate.display().to_string()),
+    );
+    let sb = Sandbox::new(&p);
+    let t = ok(sb.run(&[]));
+    let report = json(&sb.stage("rl").join("out/report/report.json"));
+    let seen = curve(&report, "reward/answer-seen/mean");
+    assert_eq!(seen.len(), 2, "{t}");
+    assert!(
+        seen.iter().any(|&r| r > 0.0),
+        "the scaffolded reward never scored: {seen:?}"
+    );
+    assert!(sb.done("eval"), "{t}");
+}
+
+#[test]
+fn a_failing_reward_fails_the_rl_stage_naming_it() {
+    for (fail, what) in [
+        ("panic", "panicked while scoring"),
+        ("nan", "returned NaN for sample"),
+    ] {
+        let rewards = format!(
+            r#"rewards = [
+  {{ plugin = "fixture-reward", name = "broken", config = {{ fail = "{fail}" }} }},
+  {{ plugin = "reward-process", name = "verified", weight = 0, config = {{ value = "verified" }} }},
+]"#
+        );
+        let sb = Sandbox::new(&pipeline(&rewards, "steps = 2"));
+        let o = sb.run(&[]);
+        let t = text(&o);
+        assert!(!o.status.success(), "{fail}: the run succeeded:\n{t}");
+        assert!(!sb.done("rl"), "{fail}: the stage was marked done");
+        assert!(
+            t.contains("reward `broken` (plugin `fixture-reward`)") && t.contains(what),
+            "{fail}: expected the reward named and `{what}` in:\n{t}"
+        );
+    }
+}

@@ -991,7 +991,12 @@ impl Env<'_, '_> {
                 RewardSample {
                     prompt: self.prompts[p].text.clone(),
                     completion: text.clone(),
-                    reference: serde_json::json!({ "solution": r.solution }),
+                    // The gold solution (what the task's rewards verify against) and its final answer
+                    // (for a reward that reads the answer alone).
+                    reference: serde_json::json!({
+                        "solution": r.solution,
+                        "answer": task::text::split_answer(&r.solution).1,
+                    }),
                     meta: serde_json::json!({ "id": r.id, "op": r.op, "group": i / n }),
                 }
             })
