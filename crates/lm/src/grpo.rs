@@ -824,7 +824,8 @@ mod tests {
         assert!(close(st.loss, loss, 1e-6) && st.pg_loss == 0.0, "{st:?}");
         assert!(close(st.kl, k.iter().sum::<f64>() / 5.0, 1e-6), "{st:?}");
         // dk3/dlogp = 1 - e^x.
-        let d = [0.0, 0.5 * -1.0 * r0, 0.5 * (1.0 - (-1f64).exp()) * r0];
+        // (1 - e^(ln 2)) = -1 for the second token.
+        let d = [0.0, -0.5 * r0, 0.5 * (1.0 - (-1f64).exp()) * r0];
         assert_close(
             &coef,
             &[d[0], d[1], d[2], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
