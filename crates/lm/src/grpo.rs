@@ -83,9 +83,9 @@ impl Default for PolicyLossConfig {
 /// verl) when `normalize_std` (false: Dr. GRPO). A group whose rewards are all equal gets 0 everywhere.
 ///
 /// A group of one also gets 0 (verl instead leaves `R / (1 + 1e-6)`: with nothing to compare against, no
-/// relative advantage exists). Equal rewards are tested exactly rather than left to the arithmetic: the mean
-/// of equal f32 values need not round back to the value, and dividing that residue by `0 + 1e-6` would turn
-/// it into a spurious advantage. Computed in f64.
+/// relative advantage exists). Equal rewards are tested as such rather than left to the arithmetic, where a
+/// rounding residue of the mean divided by `0 + 1e-6` would become a spurious advantage (torch's f32 mean
+/// can leave one; the f64 sums here happen to be exact). Computed in f64.
 pub fn group_advantages(rewards: &[f32], group_size: usize, normalize_std: bool) -> Vec<f32> {
     assert!(group_size > 0, "group_size must be at least 1");
     assert!(
@@ -652,7 +652,7 @@ mod tests {
             0.5, -0.5, -0.5, 0.5, 0.0, 0.0, 0.0, 0.0, 2.0, -1.0, 0.0, -1.0,
         ];
         assert_close(&group_advantages(&rewards, 4, false), &want, 1e-7, "no std");
-        // Equal rewards give exactly 0 even where their f64 mean does not round back to them (0.1 six times).
+        // Equal rewards give exactly 0, with or without the std; so does a group of one.
         for norm in [true, false] {
             assert!(
                 group_advantages(&[0.1; 6], 6, norm)
@@ -779,6 +779,19 @@ mod tests {
         assert!(above.dual && above.grad == 0.0 && above.loss == 0.5f64.exp());
         let below = pg_term(&c, -1.0, 0.499999);
         assert!(!below.dual && below.grad == below.ratio);
+        // burn's side of the same tie (its max_pair / min_pair alone would give the whole gradient): c is
+        // the ratio burn computes at a log-ratio of 0.5, A = -1, one token.
+        type B = Autodiff<Cpu>;
+        let device = Default::default();
+        let one = |x: f32| Tensor::<B, 2>::from_data(TensorData::new(vec![x], [1, 1]), &device);
+        let r = to_vec((one(0.5) - one(0.0)).exp())[0];
+        let pb = policy(rows(&[&[1.0]]), vec![-1.0], None);
+        let logp = one(0.5).require_grad();
+        let c = loss_cfg(Some(r as f64), 0.0, KlEstimator::K3, LossAgg::TokenMean);
+        let (loss, _) = policy_loss_tensor(logp.clone(), &pb, &c);
+        let grads = loss.clone().backward();
+        assert_eq!(to_vec(loss)[0], r);
+        assert_eq!(to_vec(logp.grad(&grads).unwrap())[0], 0.5 * r);
         // Past verl's ±20 clamp of the log-ratio the ratio stops moving: no gradient.
         let far = pg_term(
             &loss_cfg(None, 0.0, KlEstimator::K3, LossAgg::TokenMean),
@@ -811,7 +824,8 @@ mod tests {
         assert!(close(st.loss, loss, 1e-6) && st.pg_loss == 0.0, "{st:?}");
         assert!(close(st.kl, k.iter().sum::<f64>() / 5.0, 1e-6), "{st:?}");
         // dk3/dlogp = 1 - e^x.
-        let d = [0.0, 0.5 * -1.0 * r0, 0.5 * (1.0 - (-1f64).exp()) * r0];
+        // (1 - e^(ln 2)) = -1 for the second token.
+        let d = [0.0, -0.5 * r0, 0.5 * (1.0 - (-1f64).exp()) * r0];
         assert_close(
             &coef,
             &[d[0], d[1], d[2], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
@@ -923,6 +937,45 @@ mod tests {
                         (fd - coef[i] as f64).abs() <= 1e-3 * (coef[i].abs() as f64) + 1e-6,
                         "{agg:?} {dual:?} {kl:?} token {i}: coefficient {} vs finite difference {fd}",
                         coef[i]
+                    );
+                }
+            }
+        }
+    }
+
+    /// burn autodiff of the tensor formula, at the log-probs directly (no model), against the coefficients
+    /// that the finite differences above check, and the two losses against each other.
+    #[test]
+    fn the_tensor_formula_differentiates_to_the_token_coefficients() {
+        type B = Autodiff<Cpu>;
+        let device = Default::default();
+        let (mut pb, logp) = random_terms(5);
+        // Off the mask anything may stand, even NaN: neither path may read it.
+        pb.old_logp[0] = f32::NAN;
+        pb.ref_logp.as_mut().unwrap()[0] = f32::NAN;
+        let shape = [pb.batch.rows, pb.batch.seq_len];
+        for agg in [
+            LossAgg::TokenMean,
+            LossAgg::SeqMeanTokenMean,
+            LossAgg::SeqMeanTokenSum,
+        ] {
+            for (dual, kl) in [(Some(3.0), KlEstimator::K3), (None, KlEstimator::K1)] {
+                let c = loss_cfg(dual, 0.3, kl, agg);
+                let (st, coef) = token_terms(&c, &pb, &aggregation_scales(agg, &pb.batch), &logp);
+                let leaf = Tensor::<B, 2>::from_data(TensorData::new(logp.clone(), shape), &device)
+                    .require_grad();
+                let (loss, pg) = policy_loss_tensor(leaf.clone(), &pb, &c);
+                let grads = loss.clone().backward();
+                let g = to_vec(leaf.grad(&grads).unwrap());
+                let (loss, pg) = (to_vec(loss)[0] as f64, to_vec(pg)[0] as f64);
+                assert!(
+                    close(loss, st.loss, 1e-6) && close(pg, st.pg_loss, 1e-6),
+                    "{agg:?}: {loss} {pg} vs {st:?}"
+                );
+                for (i, (g, c)) in g.iter().zip(&coef).enumerate() {
+                    assert!(
+                        (g - c).abs() <= 1e-6 * (1.0 + c.abs()),
+                        "{agg:?} {dual:?} {kl:?} token {i}: burn {g} vs {c}"
                     );
                 }
             }
