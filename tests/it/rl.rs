@@ -120,7 +120,10 @@ fn stopped_rl_resumes_to_the_same_bytes_as_an_uninterrupted_run() {
             std::fs::read(sb.stage("rl").join(file)).unwrap(),
             std::fs::read(fresh.stage("rl").join(file)).unwrap(),
         );
-        assert!(a == b, "{file}: the resumed run differs from an uninterrupted one");
+        assert!(
+            a == b,
+            "{file}: the resumed run differs from an uninterrupted one"
+        );
     }
     let (a, b) = (
         json(&sb.stage("rl").join("out/report/report.json")),
@@ -180,7 +183,10 @@ fn the_reward_named_in_the_pipeline_is_the_one_the_optimiser_sees() {
     let (_, verified, w_verified, _) = run(process);
 
     // The same rollouts (same policy, same seed at step 1), scored by other rewards.
-    let (even, odd_mean) = (curve(&parity, "reward/mean")[0], curve(&odd, "reward/mean")[0]);
+    let (even, odd_mean) = (
+        curve(&parity, "reward/mean")[0],
+        curve(&odd, "reward/mean")[0],
+    );
     assert!(
         (even + odd_mean - 1.0).abs() < 1e-6,
         "even and odd parity rewards of the same rollouts must sum to 1: {even} + {odd_mean}"
@@ -219,21 +225,31 @@ edge_filter = { candidates = 12, samples = 4, max_pass_at_1 = 0.5 }"#,
     assert_eq!(all, 12);
     assert_eq!(f["kept"], kept);
     assert_eq!(report["pool"], kept);
-    assert!(kept > 0 && kept < 12, "a parity reward keeps some, not all: {f}");
+    assert!(
+        kept > 0 && kept < 12,
+        "a parity reward keeps some, not all: {f}"
+    );
 }
 
 #[test]
 fn rl_setting_errors_name_the_field() {
     let cases = [
-        ("steps = 2\nprompts = 8", "exactly one of `steps` and `prompts`"),
-        ("steps = 2\nmini_batches = 3", "config `mini_batches` = 3"),
-        ("steps = 2\ngroup_size = 1", "config `group_size` = 1"),
+        (
+            "steps = 2\nprompts = 8",
+            "exactly one of `steps` and `prompts`",
+        ),
+        ("steps = 2\nepochs = 0", "config `epochs`: expected at least 1"),
+        ("steps = 2\nclip_low = 1.5", "config `clip_low` = 1.5"),
+        ("steps = 2\ntemperature = 0", "config `temperature` = 0"),
         ("steps = 2\ndual_clip = 0.5", "config `dual_clip` = 0.5"),
         (
             "steps = 2\nverified_reward = \"nope\"",
             "config `verified_reward` = \"nope\"",
         ),
-        ("steps = 2\ndataset = \"missing\"", "config `dataset` = \"missing\""),
+        (
+            "steps = 2\ndataset = \"missing\"",
+            "config `dataset` = \"missing\"",
+        ),
     ];
     for (rl, expected) in cases {
         let sb = Sandbox::new(&pipeline(PARITY, rl));
@@ -279,11 +295,17 @@ fn a_reward_scaffolded_outside_the_repository_trains_through_the_rl_pipeline() {
   { plugin = "reward-process", name = "verified", weight = 0, config = { value = "verified" } },
 ]"#;
     let p = pipeline(rewards, "steps = 2")
-        .replace("max_new_tokens = 12\nprompts", "max_new_tokens = 48\nprompts")
         .replace(
-        "[pipeline]\n",
-        &format!("[pipeline]\nplugin_path = [{:?}]\n", krate.display().to_string()),
-    );
+            "max_new_tokens = 12\nprompts",
+            "max_new_tokens = 48\nprompts",
+        )
+        .replace(
+            "[pipeline]\n",
+            &format!(
+                "[pipeline]\nplugin_path = [{:?}]\n",
+                krate.display().to_string()
+            ),
+        );
     let sb = Sandbox::new(&p);
     let t = ok(sb.run(&[]));
     let report = json(&sb.stage("rl").join("out/report/report.json"));

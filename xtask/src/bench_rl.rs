@@ -17,7 +17,9 @@ pub fn bench_rl(args: &[String], root: &Path, target: &Path) -> Result<()> {
                 let f = it.next().context("--json needs a file")?;
                 json_out = Some(std::env::current_dir()?.join(f));
             }
-            other => bail!("unexpected argument `{other}`; usage: cargo xtask bench rl [--json FILE]"),
+            other => {
+                bail!("unexpected argument `{other}`; usage: cargo xtask bench rl [--json FILE]")
+            }
         }
     }
     let run_dir = target.join("bench").join("rl");

@@ -99,7 +99,9 @@ pub struct RewardScorer {
 
 /// What a reward plugin returns per sample: the reward itself, or one of the verdicts behind it (to watch
 /// a quantity during RL without training on it, as a reward of weight 0).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ScoreValue {
     /// The configured reward.

@@ -16,8 +16,8 @@
 //! directories: RL prompts and their held-out problems can then live in a stage of their own, and changing
 //! them rebuilds neither the pre-training corpus nor the model trained on it.
 
-use stage_api::{ArtifactKind, RunContext, Stage, StageInfo, StageKind};
 use anyhow::Context;
+use stage_api::{ArtifactKind, RunContext, Stage, StageInfo, StageKind};
 use task::dataset::{DatagenSpec, Exclusion, build_all_excluding, read_paper_jsonl};
 
 /// The stage.
@@ -56,7 +56,10 @@ impl Stage for Datagen {
             )
             .with_context(|| format!("parsing {}", index.display()))?;
             let files = json["datasets"].as_array().with_context(|| {
-                format!("{}: expected a `datasets` list (a datagen output)", index.display())
+                format!(
+                    "{}: expected a `datasets` list (a datagen output)",
+                    index.display()
+                )
             })?;
             for f in files {
                 let file = f["file"]
@@ -66,7 +69,10 @@ impl Stage for Datagen {
             }
         }
         if !exclude.is_empty() {
-            ctx.log(format!("excluding {} problems of the `exclude` inputs", exclude.len()));
+            ctx.log(format!(
+                "excluding {} problems of the `exclude` inputs",
+                exclude.len()
+            ));
         }
         let dir = ctx.output("data")?.to_path_buf();
         ctx.check_stop()?;

@@ -256,7 +256,10 @@ impl RlConfig {
             self.steps.is_some() != self.prompts.is_some(),
             "config: give exactly one of `steps` and `prompts` (the RL budget)"
         );
-        ensure!(self.total_steps() >= 1, "config: the budget is less than one step");
+        ensure!(
+            self.total_steps() >= 1,
+            "config: the budget is less than one step"
+        );
         let positive = [
             ("prompts_per_step", self.prompts_per_step),
             ("group_size", self.group_size),
@@ -580,15 +583,20 @@ fn rl<B: AutodiffBackend>(
         "config `verified_reward` = {:?}: no reward of this stage has that name (rewards: {}); add \
          `{{ plugin = \"reward-process\", name = \"{}\", weight = 0, config = {{ value = \"verified\" }} }}`",
         config.verified_reward,
-        rewards.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+        rewards
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         config.verified_reward
     );
 
     // ---- the starting model, which is also the frozen reference
     let model_dir = ctx.input("model")?.to_path_buf();
     let tokenizer = Tokenizer::from_file(&model_dir.join("tokenizer.json"))?;
-    let (model_config, reference) = lm::checkpoint::load_model::<B::InnerBackend>(&model_dir, &device)
-        .with_context(|| format!("loading the input model from {}", model_dir.display()))?;
+    let (model_config, reference) =
+        lm::checkpoint::load_model::<B::InnerBackend>(&model_dir, &device)
+            .with_context(|| format!("loading the input model from {}", model_dir.display()))?;
     let reference_sha = lm::checkpoint::sha256_file(&model_dir.join(lm::checkpoint::WEIGHTS_FILE))
         .with_context(|| format!("hashing the weights in {}", model_dir.display()))?
         .0;
@@ -609,7 +617,10 @@ fn rl<B: AutodiffBackend>(
     let validation = match &config.validation {
         Some(v) => {
             let path = data_file(&data_dir, &v.dataset, "validation.dataset")?;
-            Some(select_per_op(load_prompts(&path, &tokenizer)?, v.max_per_op))
+            Some(select_per_op(
+                load_prompts(&path, &tokenizer)?,
+                v.max_per_op,
+            ))
         }
         None => None,
     };
@@ -676,10 +687,8 @@ fn rl<B: AutodiffBackend>(
                      outputs"
                 ));
             } else {
-                env.ctx.log(format!(
-                    "resuming at step {} of {total_steps}",
-                    state.step
-                ));
+                env.ctx
+                    .log(format!("resuming at step {} of {total_steps}", state.step));
             }
             (trainer, state)
         }
@@ -701,7 +710,7 @@ fn rl<B: AutodiffBackend>(
                 pool: (0..prompts.len()).collect(),
                 epoch: 0,
                 cursor: 0,
-                rng: Rng::new(seed ^ 0x5eed_0f_a11_0u64),
+                rng: Rng::new(seed ^ 0x005e_ed0f_a110_u64),
                 filter: None,
                 curves: vec![],
                 validation: vec![],
@@ -899,9 +908,12 @@ fn previous_total_tokens(dir: &Path) -> anyhow::Result<u64> {
         &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
     )
     .with_context(|| format!("parsing {}", path.display()))?;
-    json["total_tokens_seen"]
-        .as_u64()
-        .with_context(|| format!("{}: `total_tokens_seen` is missing or not a number", path.display()))
+    json["total_tokens_seen"].as_u64().with_context(|| {
+        format!(
+            "{}: `total_tokens_seen` is missing or not a number",
+            path.display()
+        )
+    })
 }
 
 /// Writes the policy, its optimizer and the RL state as one checkpoint.
@@ -917,7 +929,10 @@ fn save<B: AutodiffBackend>(
 /// Mean seconds per step of each part, and the step time over sampling time.
 fn time_summary(curves: &[StepRecord]) -> serde_json::Value {
     let mean = |k: &str| {
-        let v: Vec<f64> = curves.iter().filter_map(|c| c.metrics.get(k).copied()).collect();
+        let v: Vec<f64> = curves
+            .iter()
+            .filter_map(|c| c.metrics.get(k).copied())
+            .collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
     let (step, sample) = (mean("time/step_s"), mean("time/sample_s"));
@@ -973,7 +988,10 @@ impl Env<'_, '_> {
             if stoppable {
                 self.ctx.check_stop()?;
             }
-            let batch: Vec<Vec<u32>> = chunk.iter().map(|&p| self.prompts[p].tokens.clone()).collect();
+            let batch: Vec<Vec<u32>> = chunk
+                .iter()
+                .map(|&p| self.prompts[p].tokens.clone())
+                .collect();
             samples.extend(lm::sample::generate(model, &batch, cfg, rng));
         }
         let sample_s = t0.elapsed().as_secs_f64();
@@ -1136,7 +1154,10 @@ impl Env<'_, '_> {
             self.ctx
                 .metric(step as u64, &format!("val/op{op}/verified"), *acc);
         }
-        let ops: Vec<String> = per_op.iter().map(|(op, a)| format!("op {op} {a:.3}")).collect();
+        let ops: Vec<String> = per_op
+            .iter()
+            .map(|(op, a)| format!("op {op} {a:.3}"))
+            .collect();
         self.ctx.log(format!(
             "validation at step {step}: verified {overall:.3} ({})",
             ops.join(", ")
@@ -1178,7 +1199,14 @@ impl Env<'_, '_> {
         let t0 = Instant::now();
         let which = self.draw(state, seed);
         let policy = trainer.model.valid();
-        let r = self.rollouts(&policy, &which, c.group_size, self.sampling, &mut state.rng, true)?;
+        let r = self.rollouts(
+            &policy,
+            &which,
+            c.group_size,
+            self.sampling,
+            &mut state.rng,
+            true,
+        )?;
         let mut m: BTreeMap<String, f64> = BTreeMap::new();
 
         // ---- rewards and advantages
@@ -1198,7 +1226,10 @@ impl Env<'_, '_> {
             .chunks(g)
             .filter(|grp| grp.iter().all(|&x| x == grp[0]))
             .count();
-        m.insert("groups_all_equal".into(), flat_groups as f64 / which.len() as f64);
+        m.insert(
+            "groups_all_equal".into(),
+            flat_groups as f64 / which.len() as f64,
+        );
         let advantages = lm::grpo::group_advantages(&combined, g, c.normalize_std);
         let verified = self.verified(&r);
         m.insert(
@@ -1207,7 +1238,10 @@ impl Env<'_, '_> {
         );
         m.insert(
             "verified/pass@n".into(),
-            verified.chunks(g).filter(|grp| grp.iter().any(|&v| v)).count() as f64
+            verified
+                .chunks(g)
+                .filter(|grp| grp.iter().any(|&v| v))
+                .count() as f64
                 / which.len() as f64,
         );
         let lengths: Vec<f64> = r.samples.iter().map(|s| s.tokens.len() as f64).collect();
@@ -1218,15 +1252,22 @@ impl Env<'_, '_> {
         );
         m.insert(
             "response_length/clip_frac".into(),
-            r.samples.iter().filter(|s| s.finish == Finish::Length).count() as f64 / n as f64,
+            r.samples
+                .iter()
+                .filter(|s| s.finish == Finish::Length)
+                .count() as f64
+                / n as f64,
         );
 
         // ---- completions worth keeping: this step's first group
         if c.log_completions_every > 0 && (state.step + 1).is_multiple_of(c.log_completions_every) {
             for i in 0..g {
                 let p = &self.prompts[r.prompt[i]].record;
-                let rewards: BTreeMap<&str, Option<f32>> =
-                    r.scores.iter().map(|s| (s.name.as_str(), s.scores[i])).collect();
+                let rewards: BTreeMap<&str, Option<f32>> = r
+                    .scores
+                    .iter()
+                    .map(|s| (s.name.as_str(), s.scores[i]))
+                    .collect();
                 let line = serde_json::json!({
                     "step": state.step + 1, "id": p.id, "op": p.op, "completion": r.texts[i],
                     "rewards": rewards, "reward": combined[i], "advantage": advantages[i],
@@ -1241,7 +1282,10 @@ impl Env<'_, '_> {
         let per_mb = which.len() / c.mini_batches * g;
         let mut mbs: Vec<PolicyBatch> = vec![];
         let mut compute = Compute {
-            prompt_tokens: which.iter().map(|&p| self.prompts[p].tokens.len() as u64).sum::<u64>()
+            prompt_tokens: which
+                .iter()
+                .map(|&p| self.prompts[p].tokens.len() as u64)
+                .sum::<u64>()
                 * g as u64,
             rollout_tokens: lengths.iter().sum::<f64>() as u64,
             ..Compute::default()
@@ -1299,7 +1343,10 @@ impl Env<'_, '_> {
         }
         let update_s = t3.elapsed().as_secs_f64();
         state.compute.add(&compute);
-        m.insert("tokens/train_equivalent".into(), state.compute.train_equivalent_tokens() as f64);
+        m.insert(
+            "tokens/train_equivalent".into(),
+            state.compute.train_equivalent_tokens() as f64,
+        );
         m.insert("time/sample_s".into(), r.sample_s);
         m.insert("time/score_s".into(), r.score_s);
         m.insert("time/logprob_s".into(), logprob_s);
@@ -1327,7 +1374,12 @@ impl Env<'_, '_> {
                 (p.len(), s)
             })
             .collect();
-        let seq_len = seqs.iter().map(|(_, s)| s.len() - 1).max().unwrap_or(1).max(1);
+        let seq_len = seqs
+            .iter()
+            .map(|(_, s)| s.len() - 1)
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let mut b = Batch {
             rows: rows.len(),
             seq_len,
@@ -1339,8 +1391,11 @@ impl Env<'_, '_> {
             for t in 0..seq_len {
                 b.inputs.push(*s.get(t).unwrap_or(&PAD_ID) as i32);
                 b.targets.push(*s.get(t + 1).unwrap_or(&PAD_ID) as i32);
-                b.weights
-                    .push(if t + 1 >= *prompt_len && t + 1 < s.len() { 1.0 } else { 0.0 });
+                b.weights.push(if t + 1 >= *prompt_len && t + 1 < s.len() {
+                    1.0
+                } else {
+                    0.0
+                });
             }
         }
         b
