@@ -238,7 +238,10 @@ fn rl_setting_errors_name_the_field() {
             "steps = 2\nprompts = 8",
             "exactly one of `steps` and `prompts`",
         ),
-        ("steps = 2\nepochs = 0", "config `epochs`: expected at least 1"),
+        (
+            "steps = 2\nepochs = 0",
+            "config `epochs`: expected at least 1",
+        ),
         ("steps = 2\nclip_low = 1.5", "config `clip_low` = 1.5"),
         ("steps = 2\ntemperature = 0", "config `temperature` = 0"),
         ("steps = 2\ndual_clip = 0.5", "config `dual_clip` = 0.5"),
