@@ -2,9 +2,9 @@
 //! the same bytes as an uninterrupted one, the reward named in the pipeline file is the one the optimiser
 //! sees, the edge filter counts what it keeps, and bad settings fail naming the field.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Sandbox, ok, text};
+use crate::support::{Sandbox, interrupt_after_checkpoints, ok, text};
 
 /// data -> pretrain (a few steps of `tiny-test`) -> rl -> eval. `REWARDS` and `RL` are filled in per test.
 const PIPELINE: &str = r#"
@@ -82,27 +82,14 @@ fn curve(report: &serde_json::Value, metric: &str) -> Vec<f64> {
 fn stopped_rl_resumes_to_the_same_bytes_as_an_uninterrupted_run() {
     let p = pipeline(PARITY, "steps = 6");
     let sb = Sandbox::new(&p);
-    let mut child = sb
-        .command(&[])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let events = sb.stage("rl").join("events.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while std::fs::read_to_string(&events)
-        .map(|t| t.matches("\"checkpoint\"").count())
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(Instant::now() < deadline, "rl never checkpointed");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    assert_eq!(
-        child.wait().unwrap().code(),
-        Some(130),
-        "RL finished before Ctrl-C; raise `steps`"
+    interrupt_after_checkpoints(
+        &sb,
+        &[],
+        "rl",
+        3,
+        Duration::from_secs(300),
+        Duration::from_millis(2),
+        "RL finished before Ctrl-C; raise `steps`",
     );
     assert!(sb.done("pretrain") && !sb.done("rl"));
 

@@ -1,10 +1,10 @@
 //! The runner end to end: run directory, skip/force/resume, crash isolation, Ctrl-C.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Sandbox, ok, text};
+use crate::support::{Sandbox, interrupt_after_checkpoints, ok, text};
 
 const CHAIN: &str = r#"[pipeline]
 name = "chain"
@@ -293,26 +293,16 @@ fn resume_is_skipped_when_the_stage_changed() {
 fn ctrl_c_stops_the_stage_cleanly_and_the_next_run_resumes() {
     let sb = Sandbox::new(CHAIN);
     let slow = ["stages.b.config.steps=400", "stages.b.config.step_ms=10"];
-    let mut child = sb
-        .command(&slow)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until b has written a few checkpoints.
-    let events = sb.stage("b").join("events.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&events)
-        .map(|t| t.matches("\"checkpoint\"").count())
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(Instant::now() < deadline, "stage b never checkpointed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(130));
+    // Until b has written a few checkpoints.
+    interrupt_after_checkpoints(
+        &sb,
+        &slow,
+        "b",
+        3,
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        "stage b finished before Ctrl-C",
+    );
     // The plugin saw should_stop() and returned Interrupted: a clean exit, not a kill.
     let outcome = sb.outcome("b");
     assert_eq!(
@@ -367,27 +357,14 @@ fn interrupted_then_resumed_gives_the_same_bytes_as_uninterrupted() {
     let toml = "[pipeline]\nname = \"ex\"\nseed = 5\n\n[stages.n]\nplugin = \"example\"\n\
                 config = { count = 1000000, checkpoint_every = 1000 }\n";
     let sb = Sandbox::new(toml);
-    let mut child = sb
-        .command(&[])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let events = sb.stage("n").join("events.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(&events)
-        .map(|t| t.matches("\"checkpoint\"").count())
-        .unwrap_or(0)
-        < 2
-    {
-        assert!(Instant::now() < deadline, "stage n never checkpointed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    assert_eq!(
-        child.wait().unwrap().code(),
-        Some(130),
-        "the stage finished before Ctrl-C; raise count"
+    interrupt_after_checkpoints(
+        &sb,
+        &[],
+        "n",
+        2,
+        Duration::from_secs(60),
+        Duration::from_millis(5),
+        "the stage finished before Ctrl-C; raise count",
     );
     let t = ok(sb.run(&[]));
     assert!(t.contains("resuming after"), "{t}");

@@ -97,3 +97,38 @@ pub fn ok(o: Output) -> String {
     assert!(o.status.success(), "runner failed ({}):\n{t}", o.status);
     t
 }
+
+/// Runs the pipeline (with `args`) in the background, sends Ctrl-C once `stage` has recorded `checkpoints` checkpoint
+/// events (polling every `poll`, failing after `timeout`), and asserts that the runner stopped on it (exit
+/// 130); `too_fast` says what to raise when the stage finished first.
+pub fn interrupt_after_checkpoints(
+    sb: &Sandbox,
+    args: &[&str],
+    stage: &str,
+    checkpoints: usize,
+    timeout: std::time::Duration,
+    poll: std::time::Duration,
+    too_fast: &str,
+) {
+    let mut child = sb
+        .command(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = sb.stage(stage).join("events.jsonl");
+    let deadline = std::time::Instant::now() + timeout;
+    while std::fs::read_to_string(&events)
+        .map(|t| t.matches("\"checkpoint\"").count())
+        .unwrap_or(0)
+        < checkpoints
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stage {stage} never checkpointed"
+        );
+        std::thread::sleep(poll);
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(child.wait().unwrap().code(), Some(130), "{too_fast}");
+}

@@ -2,9 +2,9 @@
 //! tiny model. A pre-training stage stopped midway resumes from its checkpoint and ends with the same
 //! weights as an uninterrupted run; mid-training reports the running token total.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{Sandbox, ok};
+use crate::support::{Sandbox, interrupt_after_checkpoints, ok};
 
 const PIPELINE: &str = r#"
 [pipeline]
@@ -47,27 +47,14 @@ fn json(path: &std::path::Path) -> serde_json::Value {
 #[test]
 fn stopped_pretraining_resumes_to_the_same_weights_and_the_chain_completes() {
     let sb = Sandbox::new(PIPELINE);
-    let mut child = sb
-        .command(&[])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let events = sb.stage("pretrain").join("events.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while std::fs::read_to_string(&events)
-        .map(|t| t.matches("\"checkpoint\"").count())
-        .unwrap_or(0)
-        < 2
-    {
-        assert!(Instant::now() < deadline, "pretrain never checkpointed");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    assert_eq!(
-        child.wait().unwrap().code(),
-        Some(130),
-        "pretraining finished before Ctrl-C; raise token_budget"
+    interrupt_after_checkpoints(
+        &sb,
+        &[],
+        "pretrain",
+        2,
+        Duration::from_secs(300),
+        Duration::from_millis(5),
+        "pretraining finished before Ctrl-C; raise token_budget",
     );
     assert!(sb.done("data") && !sb.done("pretrain"));
 

@@ -476,15 +476,7 @@ pub(crate) fn burn_policy_grads<B: AutodiffBackend>(
     let host_logp = to_vec(logp.clone());
     let (loss, pg_loss) = policy_loss_tensor(logp, pb, cfg);
     let grads = loss.backward();
-    let gs = model
-        .params()
-        .iter()
-        .map(|p| {
-            p.val()
-                .grad(&grads)
-                .expect("every parameter gets a gradient")
-        })
-        .collect();
+    let gs = crate::train::param_grads(model, &grads);
     let scales = aggregation_scales(cfg.agg, &pb.batch);
     let (mut stats, _) = token_terms(cfg, pb, &scales, &host_logp);
     stats.loss = loss.into_scalar().elem::<f64>();
@@ -595,6 +587,7 @@ mod tests {
     use crate::config::ModelConfig;
     use crate::host::HostModel;
     use crate::host_train::Workspace;
+    use crate::host_train::tests::random_model;
     use crate::rng::Rng;
     use crate::{Cpu, CpuNdArray};
     use burn::backend::Autodiff;
@@ -980,31 +973,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    /// tiny-test with every parameter random (as host_train's tests), and a vocabulary of 16.
-    fn random_model(seed: u64) -> (ModelConfig, Vec<crate::model::HostParam>) {
-        let cfg = ModelConfig::preset("tiny-test").unwrap();
-        let mut rng = Rng::new(seed);
-        let params = Qwen2::<Cpu>::param_shapes(&cfg)
-            .into_iter()
-            .map(|(name, shape)| {
-                let vals = (0..shape[0] * shape[1])
-                    .map(|_| {
-                        let z = rng.normal() as f32;
-                        if name.ends_with("norm") {
-                            1.0 + 0.3 * z
-                        } else if name.ends_with("bqkv") {
-                            0.2 * z
-                        } else {
-                            0.15 * z
-                        }
-                    })
-                    .collect();
-                (name, shape, vals)
-            })
-            .collect();
-        (cfg, params)
     }
 
     /// Three rollouts of 14 positions: a prompt of 3 + row positions (mask 0), a completion, then padding

@@ -1057,7 +1057,7 @@ fn grads_to_tokens(d: Dims, dq: &[f32], dk: &[f32], dv: &[f32], dqkv: &mut [f32]
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::ModelConfig;
     use crate::model::Qwen2;
@@ -1068,7 +1068,7 @@ mod tests {
 
     /// tiny-test with every parameter random (norm weights around 1, non-zero biases), so that no gradient
     /// term is hidden by an identity norm or a zero bias.
-    fn random_model(seed: u64) -> (ModelConfig, Vec<crate::model::HostParam>) {
+    pub(crate) fn random_model(seed: u64) -> (ModelConfig, Vec<crate::model::HostParam>) {
         let cfg = ModelConfig::preset("tiny-test").unwrap();
         let mut rng = Rng::new(seed);
         let params = Qwen2::<Cpu>::param_shapes(&cfg)

@@ -438,16 +438,23 @@ pub(crate) fn shard_grads<B: AutodiffBackend>(
     let (logits, y, w) = batch_logits(model, shard, document_mask, device);
     let nll = cross_entropy_sum(logits, y, w);
     let grads = (nll.clone() / denom).backward();
-    let gs = model
+    (nll.into_scalar().elem::<f64>(), param_grads(model, &grads))
+}
+
+/// Every parameter's gradient out of a backward pass, in canonical order.
+pub(crate) fn param_grads<B: AutodiffBackend>(
+    model: &Qwen2<B>,
+    grads: &B::Gradients,
+) -> Vec<Tensor<B::InnerBackend, 2>> {
+    model
         .params()
         .iter()
         .map(|p| {
             p.val()
-                .grad(&grads)
+                .grad(grads)
                 .expect("every parameter gets a gradient")
         })
-        .collect();
-    (nll.into_scalar().elem::<f64>(), gs)
+        .collect()
 }
 
 /// Logits of a batch's inputs (attention kept inside documents when `document_mask`), with its targets and
@@ -1316,28 +1323,8 @@ mod tests {
 
         assert_eq!(&losses[4..], &tail[..]);
         assert_eq!(straight.state, resumed.state);
-        let bits = |t: &Trainer<B>| -> Vec<u32> {
-            let mut out: Vec<u32> = t
-                .model
-                .to_host(&cfg)
-                .into_iter()
-                .flat_map(|p| p.2)
-                .map(f32::to_bits)
-                .collect();
-            for x in t.opt.m.iter().chain(&t.opt.v) {
-                out.extend(
-                    x.clone()
-                        .into_data()
-                        .to_vec::<f32>()
-                        .unwrap()
-                        .into_iter()
-                        .map(f32::to_bits),
-                );
-            }
-            out
-        };
         assert!(
-            bits(&straight) == bits(&resumed),
+            trainer_bits(&straight) == trainer_bits(&resumed),
             "weights or moments differ"
         );
         assert!(losses[7] < losses[0], "loss should fall: {losses:?}");

@@ -642,7 +642,7 @@ fn unusable(ctx: &RunContext<'_>, ckpt: &Path) -> String {
 }
 
 /// The training tokens behind a model directory (0 for a model this project did not train).
-fn previous_total_tokens(dir: &Path) -> anyhow::Result<u64> {
+pub fn previous_total_tokens(dir: &Path) -> anyhow::Result<u64> {
     let path = dir.join(TRAINING_FILE);
     if !path.exists() {
         return Ok(0);

@@ -811,7 +811,7 @@ fn rl<B: AutodiffBackend>(
     let out = env.ctx.output("model")?.to_path_buf();
     lm::checkpoint::save_model(&out, &trainer.model, &trainer.model_config)?;
     tokenizer.save(&out.join("tokenizer.json"))?;
-    let base_tokens = previous_total_tokens(&model_dir)?;
+    let base_tokens = train_stage::previous_total_tokens(&model_dir)?;
     let rl_tokens = state.compute.train_equivalent_tokens();
     let training = serde_json::json!({
         "stage": "rl-grpo",
@@ -824,7 +824,7 @@ fn rl<B: AutodiffBackend>(
         "parameters": trainer.model_config.num_params(),
         "dataset": config.dataset,
     });
-    let path = out.join("training.json");
+    let path = out.join(train_stage::TRAINING_FILE);
     std::fs::write(&path, serde_json::to_string_pretty(&training)? + "\n")
         .with_context(|| format!("writing {}", path.display()))?;
     lm::checkpoint::write_sums(&out)?;
@@ -897,23 +897,6 @@ fn select_per_op(prompts: Vec<Prompt>, max_per_op: usize) -> Vec<Prompt> {
             *n <= max_per_op
         })
         .collect()
-}
-
-fn previous_total_tokens(dir: &Path) -> anyhow::Result<u64> {
-    let path = dir.join("training.json");
-    if !path.exists() {
-        return Ok(0);
-    }
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
-    )
-    .with_context(|| format!("parsing {}", path.display()))?;
-    json["total_tokens_seen"].as_u64().with_context(|| {
-        format!(
-            "{}: `total_tokens_seen` is missing or not a number",
-            path.display()
-        )
-    })
 }
 
 /// Writes the policy, its optimizer and the RL state as one checkpoint.
