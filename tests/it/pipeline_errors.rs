@@ -138,6 +138,11 @@ fn wrong_type() {
         &["p.toml:3: pipeline.seed: expected a non-negative integer, found a string"],
     );
     check(
+        "[pipeline]\nname = \"t\"\n[stages.a]\nplugin = \"fixture-stage\"\nseed = 1.5\n",
+        &[],
+        &["p.toml:5: stages.a.seed: expected a non-negative integer, found a float"],
+    );
+    check(
         &with_head(
             "[stages.a]\nplugin = \"fixture-stage\"\n\n[stages.a.config]\nlabel = \"x\"\nsteps = \"two\"\n",
         ),
@@ -198,6 +203,13 @@ fn bad_override() {
         &["pipeline.seed=-1"],
         &[
             "command-line override `pipeline.seed=-1`: pipeline.seed: expected a non-negative integer",
+        ],
+    );
+    check(
+        &toml,
+        &["stages.a.seed=-1"],
+        &[
+            "command-line override `stages.a.seed=-1`: stages.a.seed: expected a non-negative integer",
         ],
     );
 }
