@@ -59,8 +59,11 @@ pub enum Finish {
 pub struct Sample {
     /// Generated tokens (prompt excluded, stop token included).
     pub tokens: Vec<u32>,
-    /// Log-probability of each generated token.
+    /// Log-probability of each generated token, under the temperature-scaled distribution before any top-k /
+    /// top-p cut: the log-prob the GRPO loss computes for the sampling policy (π_old).
     pub logprobs: Vec<f32>,
+    /// Entropy (nats) of that same distribution at each generated token.
+    pub entropy: Vec<f32>,
     pub finish: Finish,
 }
 
@@ -200,6 +203,7 @@ pub fn generate_with<D: Decoder>(
         .map(|_| Sample {
             tokens: vec![],
             logprobs: vec![],
+            entropy: vec![],
             finish: Finish::Length,
         })
         .collect();
@@ -215,9 +219,10 @@ pub fn generate_with<D: Decoder>(
         let mut next = Vec::with_capacity(live.len());
         let mut keep = Vec::with_capacity(live.len());
         for (i, &row) in live.iter().enumerate() {
-            let (tok, lp) = pick(&host[i * v..(i + 1) * v], cfg, rng, &mut scratch);
+            let (tok, lp, h) = pick(&host[i * v..(i + 1) * v], cfg, rng, &mut scratch);
             out[row].tokens.push(tok);
             out[row].logprobs.push(lp);
+            out[row].entropy.push(h);
             if cfg.stop_tokens.contains(&tok) {
                 out[row].finish = Finish::Stop;
             } else {
@@ -237,20 +242,24 @@ pub fn generate_with<D: Decoder>(
     out
 }
 
-/// Chooses one token from a row of logits; returns it with its log-probability.
+/// Chooses one token from a row of logits; returns it with its log-probability and the distribution's
+/// entropy.
 fn pick(
     logits: &[f32],
     cfg: &SampleConfig,
     rng: &mut Rng,
     scratch: &mut Vec<(f64, u32)>,
-) -> (u32, f32) {
+) -> (u32, f32, f32) {
     let greedy = cfg.temperature <= 0.0;
     let temp = if greedy { 1.0 } else { cfg.temperature };
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let z: f64 = logits
-        .iter()
-        .map(|&l| ((l as f64 - max) / temp).exp())
-        .sum();
+    // z = Σ e^{x_i}, and Σ x_i e^{x_i} for the entropy ln z - Σ p_i x_i, with x_i = (l_i - max) / T.
+    let (z, xz) = logits.iter().fold((0.0f64, 0.0f64), |(z, xz), &l| {
+        let x = (l as f64 - max) / temp;
+        let e = x.exp();
+        (z + e, xz + x * e)
+    });
+    let entropy = (z.ln() - xz / z) as f32;
     let logp = |t: usize| ((logits[t] as f64 - max) / temp - z.ln()) as f32;
     if greedy {
         // First maximum: ties resolve to the lowest id, deterministically.
@@ -258,7 +267,7 @@ fn pick(
             .iter()
             .enumerate()
             .fold(0, |b, (i, &l)| if l > logits[b] { i } else { b });
-        return (best as u32, logp(best));
+        return (best as u32, logp(best), entropy);
     }
     scratch.clear();
     scratch.extend(
@@ -296,7 +305,7 @@ fn pick(
         }
         u -= p;
     }
-    (choice, logp(choice as usize))
+    (choice, logp(choice as usize), entropy)
 }
 
 #[cfg(test)]
@@ -450,5 +459,58 @@ mod tests {
             .map(|_| pick(&logits, &cfg, &mut rng, &mut vec![]).0)
             .collect();
         assert_eq!(seen, [1, 2].into_iter().collect());
+    }
+    #[test]
+    fn pick_reports_the_temperature_distributions_log_prob_and_entropy() {
+        let logits = [0.0f32, (3.0f64).ln() as f32, (6.0f64).ln() as f32]; // p = 0.1, 0.3, 0.6
+        let p = [0.1f64, 0.3, 0.6];
+        let h: f64 = -p.iter().map(|q| q * q.ln()).sum::<f64>();
+        let (tok, lp, ent) = pick(&logits, &SampleConfig::greedy(1), &mut Rng::new(0), &mut vec![]);
+        assert_eq!(tok, 2);
+        assert!((lp as f64 - 0.6f64.ln()).abs() < 1e-6, "log-prob {lp}");
+        assert!((ent as f64 - h).abs() < 1e-6, "entropy {ent} against {h}");
+        // At temperature 2 the distribution is p^(1/2), renormalised; top-k does not change what is reported.
+        let q: Vec<f64> = p.iter().map(|x| x.sqrt()).collect();
+        let zq: f64 = q.iter().sum();
+        let hq: f64 = -q.iter().map(|x| x / zq * (x / zq).ln()).sum::<f64>();
+        let cfg = SampleConfig {
+            temperature: 2.0,
+            top_k: 2,
+            ..Default::default()
+        };
+        let (tok, lp, ent) = pick(&logits, &cfg, &mut Rng::new(3), &mut vec![]);
+        assert!((lp as f64 - (q[tok as usize] / zq).ln()).abs() < 1e-6);
+        assert!((ent as f64 - hq).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sampled_log_probs_and_entropies_equal_a_forward_pass_over_the_rollouts() {
+        // The GRPO stage takes π_old from the sampler instead of a second forward pass: they must agree.
+        let m = model();
+        let prompts = vec![vec![1, 2, 3, 4], vec![5, 6], vec![7, 8, 9]];
+        let cfg = SampleConfig {
+            max_new_tokens: 10,
+            temperature: 0.7,
+            stop_tokens: vec![],
+            ..Default::default()
+        };
+        let samples = generate(&m, &prompts, &cfg, &mut Rng::new(4));
+        for (p, s) in prompts.iter().zip(&samples) {
+            let seq: Vec<u32> = p.iter().chain(&s.tokens).copied().collect();
+            let t = seq.len() - 1;
+            let batch = crate::data::Batch {
+                rows: 1,
+                seq_len: t,
+                inputs: seq[..t].iter().map(|&x| x as i32).collect(),
+                targets: seq[1..].iter().map(|&x| x as i32).collect(),
+                weights: vec![1.0; t],
+            };
+            let full = crate::grpo::token_logprobs(&m, &batch, cfg.temperature);
+            let first = p.len() - 1;
+            for (j, (lp, h)) in s.logprobs.iter().zip(&s.entropy).enumerate() {
+                assert!((lp - full.logp[first + j]).abs() < 1e-4, "token {j}: {lp} against {}", full.logp[first + j]);
+                assert!((h - full.entropy[first + j]).abs() < 1e-4, "token {j}: entropy {h} against {}", full.entropy[first + j]);
+            }
+        }
     }
 }
