@@ -331,3 +331,32 @@ fn a_failing_reward_fails_the_rl_stage_naming_it() {
         );
     }
 }
+
+#[test]
+fn a_token_budget_ends_rl_at_the_first_step_that_reaches_it_and_sampled_log_probs_are_pi_old() {
+    let sb = Sandbox::new(&pipeline(PARITY, "steps = 3"));
+    let on_policy = ["stages.rl.config.mini_batches=1"];
+    let t = ok(sb.run(&on_policy));
+    let report = json(&sb.stage("rl").join("out/report/report.json"));
+    // One update per step on the rollouts of the policy that sampled them: π_old taken from the sampler gives
+    // a ratio of 1 up to float noise (a misplaced log-prob would not).
+    for r in curve(&report, "ratio/mean") {
+        assert!((r - 1.0).abs() < 1e-3, "ratio/mean {r}:\n{t}");
+    }
+    assert!(curve(&report, "entropy").iter().all(|e| *e > 0.0));
+    let spent = curve(&report, "tokens/train_equivalent");
+    assert_eq!(spent.len(), 3);
+
+    // A budget just past step 1's compute ends RL after step 2.
+    let budget = format!("stages.rl.config.token_budget={}", spent[0] as u64 + 1);
+    let t = ok(sb.run(&[on_policy[0], &budget]));
+    let report = json(&sb.stage("rl").join("out/report/report.json"));
+    assert_eq!(curve(&report, "tokens/train_equivalent").len(), 2, "{t}");
+    let training = json(&sb.stage("rl").join("out/model/training.json"));
+    assert_eq!(training["steps"], 2);
+    assert!(training["tokens_seen"].as_f64().unwrap() > spent[0]);
+
+    let o = sb.run(&[on_policy[0], "stages.rl.config.token_budget=0"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("config `token_budget`"), "{}", text(&o));
+}

@@ -63,6 +63,12 @@ pub struct RlConfig {
     /// Prompts to train on in all (rounded down to whole steps); the alternative to `steps`.
     #[serde(default)]
     pub prompts: Option<usize>,
+    /// A compute budget in training tokens, the unit of pre- and mid-training's `tokens_seen` (the report's
+    /// `compute.train_equivalent_tokens`, the edge filter not counted): RL ends after the first step that
+    /// reaches it, or at `steps` / `prompts`, whichever comes first. With it a pipeline splits one budget B
+    /// between mid-training (`train.token_budget = β·B`) and RL (`token_budget = (1 - β)·B`), as the paper does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_budget: Option<u64>,
     /// Prompts per step (the paper: 1024).
     #[serde(default = "default_prompts_per_step")]
     pub prompts_per_step: usize,
@@ -122,6 +128,12 @@ pub struct RlConfig {
     /// `seq-mean-token-sum`.
     #[serde(default)]
     pub loss_agg: Agg,
+    /// Where π_old's log-probs come from: `sampler` (the log-probs and entropies the sampler computed while it
+    /// drew each token, the same distribution at the same weights: no extra forward pass) or `recompute` (a
+    /// forward pass over the rollouts before the updates, as verl does because its vLLM sampler's numerics
+    /// differ from the trainer's; here the two agree to ~1e-5).
+    #[serde(default)]
+    pub old_logprobs: OldLogprobs,
     /// Divide each group's centred rewards by their std (+1e-6); false is Dr. GRPO's unnormalised form.
     #[serde(default = "yes")]
     pub normalize_std: bool,
@@ -174,6 +186,15 @@ pub struct Validation {
     /// At most this many problems of each op, in file order (0 = all).
     #[serde(default)]
     pub max_per_op: usize,
+}
+
+/// Where the loss's π_old log-probs come from (see [`RlConfig::old_logprobs`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OldLogprobs {
+    #[default]
+    Sampler,
+    Recompute,
 }
 
 /// [`KlEstimator`] for the config schema.
@@ -259,6 +280,10 @@ impl RlConfig {
         ensure!(
             self.total_steps() >= 1,
             "config: the budget is less than one step"
+        );
+        ensure!(
+            self.token_budget != Some(0),
+            "config `token_budget`: expected at least 1 token, got 0"
         );
         let positive = [
             ("prompts_per_step", self.prompts_per_step),
@@ -566,6 +591,12 @@ fn rl<B: AutodiffBackend>(
     let stage_start = Instant::now();
     let seed = ctx.seed();
     let total_steps = config.total_steps();
+    let finished = |state: &RlState| {
+        state.step >= total_steps
+            || config
+                .token_budget
+                .is_some_and(|b| state.compute.train_equivalent_tokens() >= b)
+    };
 
     // ---- rewards: at least one that trains, and the one that says "verified"
     let rewards = ctx.rewards().to_vec();
@@ -681,10 +712,10 @@ fn rl<B: AutodiffBackend>(
                 state.step,
                 env.ctx.request().stage
             );
-            if state.step >= total_steps {
+            if finished(&state) {
                 env.ctx.log(format!(
-                    "the checkpoint has finished all {total_steps} steps: nothing left to train, writing the \
-                     outputs"
+                    "the checkpoint has finished its {} steps: nothing left to train, writing the outputs",
+                    state.step
                 ));
             } else {
                 env.ctx
@@ -751,7 +782,7 @@ fn rl<B: AutodiffBackend>(
     ));
 
     // ---- the RL loop
-    while state.step < total_steps {
+    while !finished(&state) {
         if env.ctx.should_stop() {
             save(&trainer, &state, &ckpt)?;
             env.ctx.checkpointed(state.step as u64);
@@ -793,15 +824,21 @@ fn rl<B: AutodiffBackend>(
             m("time/update_s"),
         ));
         state.curves.push(record);
+        let last = finished(&state);
+        if last && step < total_steps {
+            env.ctx.log(format!(
+                "the compute budget of {} tokens is reached after step {step}: {} train-equivalent tokens",
+                config.token_budget.unwrap_or_default(),
+                state.compute.train_equivalent_tokens()
+            ));
+        }
         if let (Some(problems), Some(v)) = (&validation, &config.validation)
-            && ((v.every > 0 && step.is_multiple_of(v.every)) || step == total_steps)
+            && ((v.every > 0 && step.is_multiple_of(v.every)) || last)
         {
             let rec = env.validate(&trainer.model.valid(), problems, step)?;
             state.validation.push(rec);
         }
-        if (config.checkpoint_every > 0 && step.is_multiple_of(config.checkpoint_every))
-            || step == total_steps
-        {
+        if (config.checkpoint_every > 0 && step.is_multiple_of(config.checkpoint_every)) || last {
             save(&trainer, &state, &ckpt)?;
             env.ctx.checkpointed(step as u64);
         }
@@ -1277,11 +1314,15 @@ impl Env<'_, '_> {
         for start in (0..n).step_by(per_mb) {
             let rows: Vec<usize> = (start..start + per_mb).collect();
             let batch = self.rollout_batch(&r, &rows);
-            let old = lm::grpo::token_logprobs(&policy, &batch, c.temperature);
+            let old = match c.old_logprobs {
+                OldLogprobs::Sampler => self.sampled_logprobs(&r, &rows, &batch),
+                OldLogprobs::Recompute => lm::grpo::token_logprobs(&policy, &batch, c.temperature),
+            };
             let ref_logp = (c.kl_coef > 0.0)
                 .then(|| lm::grpo::token_logprobs(reference, &batch, c.temperature).logp);
             let forwarded = (batch.rows * batch.seq_len) as u64;
-            compute.logprob_tokens += forwarded * if ref_logp.is_some() { 2 } else { 1 };
+            let passes = (c.old_logprobs == OldLogprobs::Recompute) as u64 + ref_logp.is_some() as u64;
+            compute.logprob_tokens += forwarded * passes;
             for (e, w) in old.entropy.iter().zip(&batch.weights) {
                 entropy_sum += (*e * *w) as f64;
                 mask_sum += *w as f64;
@@ -1343,6 +1384,20 @@ impl Env<'_, '_> {
             step: state.step + 1,
             metrics: m,
         })
+    }
+
+    /// π_old's log-probs and entropies as the sampler computed them, laid out like `batch` (the rows `rows` of
+    /// [`Self::rollout_batch`]): the completion's token j of a prompt of length p is the target at p - 1 + j.
+    fn sampled_logprobs(&self, r: &Rollouts, rows: &[usize], batch: &Batch) -> lm::grpo::TokenLogprobs {
+        let n = batch.rows * batch.seq_len;
+        let (mut logp, mut entropy) = (vec![0.0f32; n], vec![0.0f32; n]);
+        for (row, &i) in rows.iter().enumerate() {
+            let start = row * batch.seq_len + self.prompts[r.prompt[i]].tokens.len() - 1;
+            let s = &r.samples[i];
+            logp[start..start + s.logprobs.len()].copy_from_slice(&s.logprobs);
+            entropy[start..start + s.entropy.len()].copy_from_slice(&s.entropy);
+        }
+        lm::grpo::TokenLogprobs { logp, entropy }
     }
 
     /// The rows `rows` of the rollouts as a training batch: `prompt ++ completion`, right-padded to the
