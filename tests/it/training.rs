@@ -144,3 +144,58 @@ fn training_config_errors_name_the_field() {
         assert!(t.contains(expected), "{r}: {t}");
     }
 }
+
+/// Pre-training's `mix` (the paper's long-tail context exposure) and `tokenizer_datasets` (one vocabulary for
+/// arms that see different corpora).
+#[test]
+fn pretraining_mixes_in_other_corpora_and_its_tokenizer_learns_from_more_datasets() {
+    let teachers = r#"  { name = "teachers", seed = 4, ops = { "2" = 1.0 }, contexts = { teachers_in_school = 1.0 }, modes = { normalforward = 1.0 }, budget = { records = 100 } },
+]"#;
+    let pipeline = PIPELINE.replacen("\n]\n", &format!("\n{teachers}\n"), 1);
+    let sb = Sandbox::new(&pipeline);
+    let vocab = |sb: &Sandbox| {
+        std::fs::read_to_string(sb.stage("pretrain").join("out/model/tokenizer.json")).unwrap()
+    };
+    let events = |sb: &Sandbox| {
+        std::fs::read_to_string(sb.stage("pretrain").join("events.jsonl")).unwrap()
+    };
+    let quick = "+stages.eval.config.max_per_cell=1";
+
+    // The zoo corpus alone: no teachers' town in the vocabulary.
+    ok(sb.run(&[quick]));
+    assert!(!vocab(&sb).contains("Hawkesbury"));
+    // Its words learnt, nothing of it trained on.
+    ok(sb.run(&[
+        quick,
+        r#"+stages.pretrain.config.tokenizer_datasets=["teachers"]"#,
+    ]));
+    assert!(vocab(&sb).contains("Hawkesbury"));
+    assert!(!events(&sb).contains("mixing in"));
+    // 10 % of the training records from it: 0.1 / 0.9 of the corpus's 280 training records.
+    let t = ok(sb.run(&[
+        quick,
+        r#"+stages.pretrain.config.mix=[{dataset="teachers",fraction=0.1}]"#,
+    ]));
+    assert!(vocab(&sb).contains("Hawkesbury"), "{t}");
+    assert!(events(&sb).contains("mixing in 31 records of"), "{}", events(&sb));
+
+    for (mix, expected) in [
+        (
+            r#"[{dataset="nope",fraction=0.1}]"#,
+            "`mix[0].dataset` = \"nope\"",
+        ),
+        (
+            r#"[{dataset="teachers",fraction=0.6},{dataset="midtrain",fraction=0.5}]"#,
+            "config `mix`: the shares add up to 1.1",
+        ),
+        (
+            r#"[{dataset="teachers",fraction=0.5}]"#,
+            "`mix[0].fraction` = 0.5: needs 280 records",
+        ),
+    ] {
+        let out = sb.run(&[&format!("+stages.pretrain.config.mix={mix}")]);
+        assert!(!out.status.success(), "{mix}");
+        let t = crate::support::text(&out);
+        assert!(t.contains(expected), "{mix}: {t}");
+    }
+}

@@ -46,6 +46,15 @@ pub struct PretrainConfig {
     /// ~2,200).
     #[serde(default = "default_tokenizer")]
     pub tokenizer: String,
+    /// More datasets of the `data` input whose texts the tokenizer learns from, without the model training on
+    /// them: a context the model never sees in pre-training still gets its words as tokens (the paper builds
+    /// one tokenizer over all its data), so that a later stage can train or evaluate on it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokenizer_datasets: Vec<String>,
+    /// Other corpora of the `data` input mixed into this one, each a share of the training records (the
+    /// paper's long-tail context exposure: 0.1 %, 1 % or 10 % of pre-training from a corpus of its own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mix: Vec<Replay>,
     /// Model shape: `tiny-0.4m` (the learnability recipe's), `tiny-1m`, `bench-3m`, `small-10m` or
     /// `paper-100m` (the vocabulary comes from the tokenizer).
     #[serde(default = "default_model")]
@@ -75,14 +84,14 @@ pub struct MidtrainConfig {
     pub train: TrainSettings,
 }
 
-/// Records of another corpus mixed into mid-training.
+/// Records of another corpus mixed into a training corpus (mid-training's replay, pre-training's `mix`).
 #[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replay {
     /// The corpus replayed: `<dataset>.jsonl` in the `data` input (its first records: what pre-training
     /// trained on first).
     pub dataset: String,
-    /// Share of the training records that come from it, in [0, 1).
+    /// Share of the training records that come from it, in [0, 1) (all shares together below 1).
     pub fraction: f64,
 }
 
@@ -307,30 +316,61 @@ pub fn midtrain_info() -> StageInfo {
 
 /// Where the weights and the tokenizer start from.
 enum Start {
-    Scratch { tokenizer: String, model: String },
-    From(PathBuf, Option<Replay>),
+    Scratch {
+        tokenizer: String,
+        tokenizer_datasets: Vec<String>,
+        model: String,
+    },
+    From(PathBuf),
+}
+
+/// Corpora mixed into the training records, each under the config key that named it (for errors).
+type Mixes = Vec<(String, Replay)>;
+
+/// Checks that every share is in [0, 1) and that together they leave room for the corpus itself.
+fn check_mixes(mixes: &Mixes) -> anyhow::Result<()> {
+    for (key, m) in mixes {
+        ensure!(
+            (0.0..1.0).contains(&m.fraction),
+            "config `{key}.fraction` = {}: expected a share in [0, 1)",
+            m.fraction
+        );
+    }
+    let total: f64 = mixes.iter().map(|(_, m)| m.fraction).sum();
+    ensure!(
+        total < 1.0,
+        "config `mix`: the shares add up to {total}; they must leave room for `dataset` (sum < 1)"
+    );
+    Ok(())
 }
 
 /// Runs the `pretrain` stage.
 pub fn pretrain(config: PretrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Result<()> {
+    let mixes: Mixes = config
+        .mix
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (format!("mix[{i}]"), m.clone()))
+        .collect();
+    check_mixes(&mixes)?;
     let start = Start::Scratch {
         tokenizer: config.tokenizer.clone(),
+        tokenizer_datasets: config.tokenizer_datasets.clone(),
         model: config.model.clone(),
     };
-    dispatch(ctx, &config.dataset, config.held_out, &config.train, start)
+    dispatch(ctx, &config.dataset, config.held_out, &config.train, start, mixes)
 }
 
 /// Runs the `midtrain` stage.
 pub fn midtrain(config: MidtrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Result<()> {
-    if let Some(r) = &config.replay {
-        ensure!(
-            (0.0..1.0).contains(&r.fraction),
-            "config `replay.fraction` = {}: expected a share in [0, 1)",
-            r.fraction
-        );
-    }
-    let start = Start::From(ctx.input("model")?.to_path_buf(), config.replay.clone());
-    dispatch(ctx, &config.dataset, config.held_out, &config.train, start)
+    let mixes: Mixes = config
+        .replay
+        .iter()
+        .map(|r| ("replay".to_string(), r.clone()))
+        .collect();
+    check_mixes(&mixes)?;
+    let start = Start::From(ctx.input("model")?.to_path_buf());
+    dispatch(ctx, &config.dataset, config.held_out, &config.train, start, mixes)
 }
 
 fn dispatch(
@@ -339,6 +379,7 @@ fn dispatch(
     held_out: usize,
     settings: &TrainSettings,
     start: Start,
+    mixes: Mixes,
 ) -> anyhow::Result<()> {
     struct Train<'a, 'c> {
         ctx: &'a mut RunContext<'c>,
@@ -346,6 +387,7 @@ fn dispatch(
         held_out: usize,
         settings: &'a TrainSettings,
         start: Start,
+        mixes: Mixes,
     }
     impl OnBackend for Train<'_, '_> {
         type Output = anyhow::Result<()>;
@@ -356,8 +398,9 @@ fn dispatch(
                 held_out,
                 settings,
                 start,
+                mixes,
             } = self;
-            train::<Autodiff<B>>(ctx, dataset, held_out, settings, start, device)
+            train::<Autodiff<B>>(ctx, dataset, held_out, settings, start, mixes, device)
         }
     }
     let device: DeviceSpec = ctx.device().parse()?;
@@ -367,6 +410,7 @@ fn dispatch(
         held_out,
         settings,
         start,
+        mixes,
     })?
 }
 
@@ -376,6 +420,7 @@ fn train<B: AutodiffBackend>(
     held_out: usize,
     settings: &TrainSettings,
     start: Start,
+    mixes: Mixes,
     device: B::Device,
 ) -> anyhow::Result<()> {
     // The wall-clock budget counts from here: reading the corpus and the tokenizer are part of the cost.
@@ -394,20 +439,22 @@ fn train<B: AutodiffBackend>(
     );
     let held_texts = train_texts.split_off(train_texts.len() - held_out);
     let corpus_records = train_texts.len() + held_out;
-    if let Start::From(_, Some(replay)) = &start {
-        let n =
-            (replay.fraction / (1.0 - replay.fraction) * train_texts.len() as f64).round() as usize;
-        let (path, replayed) = corpus_texts(ctx, "replay.dataset", &replay.dataset)?;
+    // Each mixed corpus gives `fraction` of the final records: n_i = f_i / (1 - sum f) * corpus records.
+    let rest = 1.0 - mixes.iter().map(|(_, m)| m.fraction).sum::<f64>();
+    let own = train_texts.len() as f64;
+    for (key, mix) in &mixes {
+        let n = (mix.fraction / rest * own).round() as usize;
+        let (path, mixed) = corpus_texts(ctx, &format!("{key}.dataset"), &mix.dataset)?;
         ensure!(
-            replayed.len() >= n,
-            "config `replay.fraction` = {}: needs {n} records of {}, which has {}",
-            replay.fraction,
+            mixed.len() >= n,
+            "config `{key}.fraction` = {}: needs {n} records of {}, which has {}",
+            mix.fraction,
             path.display(),
-            replayed.len()
+            mixed.len()
         );
         // Packing shuffles documents, so appending them mixes them in.
-        train_texts.extend(replayed.into_iter().take(n));
-        ctx.log(format!("replaying {n} records of {}", path.display()));
+        train_texts.extend(mixed.into_iter().take(n));
+        ctx.log(format!("mixing in {n} records of {}", path.display()));
     }
     let read_s = stage_start.elapsed().as_secs_f64();
 
@@ -426,13 +473,21 @@ fn train<B: AutodiffBackend>(
     let tokenizer = match &start {
         _ if resuming => Tokenizer::from_file(&ckpt.join("tokenizer.json"))
             .with_context(|| unusable(ctx, &ckpt))?,
-        Start::Scratch { tokenizer, .. } => {
+        Start::Scratch {
+            tokenizer,
+            tokenizer_datasets,
+            ..
+        } => {
             let kind: TokenizerKind = tokenizer.parse().context("config `tokenizer`")?;
-            Tokenizer::train_with_phrases(kind, train_texts.iter(), &task_names())?
+            let mut extra = Vec::new();
+            for (i, name) in tokenizer_datasets.iter().enumerate() {
+                extra.extend(corpus_texts(ctx, &format!("tokenizer_datasets[{i}]"), name)?.1);
+            }
+            Tokenizer::train_with_phrases(kind, train_texts.iter().chain(&extra), &task_names())?
         }
-        Start::From(dir, _) => Tokenizer::from_file(&dir.join("tokenizer.json"))?,
+        Start::From(dir) => Tokenizer::from_file(&dir.join("tokenizer.json"))?,
     };
-    if let Start::From(dir, _) = &start {
+    if let Start::From(dir) = &start {
         base_tokens = previous_total_tokens(dir)?;
     }
     let tokenizer_s = stage_start.elapsed().as_secs_f64();
@@ -500,7 +555,7 @@ fn train<B: AutodiffBackend>(
                 let m = Qwen2::<B>::init(&cfg, seed, &device);
                 (cfg, m)
             }
-            Start::From(dir, _) => load_model::<B>(dir, &device)
+            Start::From(dir) => load_model::<B>(dir, &device)
                 .with_context(|| format!("loading the input model from {}", dir.display()))?,
         };
         ensure!(
