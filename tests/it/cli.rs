@@ -100,3 +100,35 @@ fn schema_check_detects_stale_files() {
     assert!(!sb.path().join("schemas/plugins/gone.schema.json").exists());
     ok(schema(&["--check"]));
 }
+
+/// Every pipeline file shipped in `pipelines/` (the paper's included) passes everything `run` checks before it
+/// starts: structure, wiring, plugins, devices and every config against its plugin's schema.
+#[test]
+fn every_shipped_pipeline_passes_the_checks_run_makes_first() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut files = vec![];
+    for dir in ["pipelines", "pipelines/paper"] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 14, "{files:?}");
+    for f in files {
+        let o = crate::support::runner()
+            .arg("check")
+            .arg(&f)
+            .arg("--plugin-dir")
+            .arg(crate::support::plugin_dir())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}:\n{}",
+            f.display(),
+            crate::support::text(&o)
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! interplay run pipelines/quickstart.toml stages.count.config.steps=50 --force count
+//! interplay check pipelines/quickstart.toml            # everything `run` checks first; runs nothing
 //! interplay plan pipelines/quickstart.toml --json      # which plugins to build (used by xtask)
 //! interplay plugins                                    # what is installed
 //! interplay describe example                           # one plugin's manifest and schema
@@ -88,6 +89,16 @@ enum Command {
         /// Run directory (default: runs/<pipeline name>). Reusing one skips unchanged stages.
         #[arg(long, value_name = "DIR")]
         run_dir: Option<PathBuf>,
+        #[command(flatten)]
+        plugins: PluginDirs,
+    },
+    /// Check a pipeline as `run` does before it starts anything (file, overrides, wiring, plugins, devices,
+    /// every config against its plugin's schema), and run nothing.
+    Check {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Overrides, as for `run`.
+        overrides: Vec<String>,
         #[command(flatten)]
         plugins: PluginDirs,
     },
@@ -177,6 +188,21 @@ fn dispatch(cli: Cli, argv: &[String]) -> anyhow::Result<ExitCode> {
             run_dir,
             plugins,
         } => run(&file, &overrides, force, run_dir, &plugins.resolve(), argv),
+        Command::Check {
+            file,
+            overrides,
+            plugins,
+        } => {
+            let p = Pipeline::load(&file, &overrides)?;
+            let stages = pipeline::preflight(&p, &plugins.resolve())?;
+            println!(
+                "{}: pipeline {} is ready to run ({} stages)",
+                file.display(),
+                p.name,
+                stages.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plan {
             file,
             overrides,
