@@ -216,6 +216,13 @@ edge_filter = { candidates = 12, samples = 4, max_pass_at_1 = 0.5 }"#,
         kept > 0 && kept < 12,
         "a parity reward keeps some, not all: {f}"
     );
+    // min_correct = 0 keeps unsolved prompts too: only the upper bound filters.
+    ok(sb.run(&[
+        "stages.rl.config.edge_filter.min_correct=0",
+        "stages.rl.config.edge_filter.max_pass_at_1=1.0",
+    ]));
+    let report = json(&sb.stage("rl").join("out/report/report.json"));
+    assert_eq!(report["edge_filter"]["kept"], 12, "{}", report["edge_filter"]);
 }
 
 #[test]

@@ -169,7 +169,8 @@ pub struct EdgeFilter {
     /// Keep a prompt only if at most this share of its completions are verified.
     #[serde(default = "default_max_pass")]
     pub max_pass_at_1: f64,
-    /// Keep a prompt only if at least this many of its completions are verified.
+    /// Keep a prompt only if at least this many of its completions are verified (0: unsolved prompts are kept
+    /// too, and only `max_pass_at_1` filters).
     #[serde(default = "one")]
     pub min_correct: usize,
 }
@@ -1113,7 +1114,7 @@ impl Env<'_, '_> {
                     .filter(|&&v| v)
                     .count();
                 let counts = report.per_op.entry(self.prompts[p].record.op).or_default();
-                if c < f.min_correct.max(1) {
+                if c < f.min_correct {
                     counts.unsolved += 1;
                 } else if c as f64 / f.samples as f64 > f.max_pass_at_1 {
                     counts.too_easy += 1;
