@@ -1,0 +1,245 @@
+//! `interplay run --share-from DIR`: a stage that another run directory finished with the same
+//! fingerprint is linked in, not run.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::{Value, json};
+
+use crate::support::{Sandbox, ok, plugin_dir, runner, text};
+
+/// `data` pins its own seed, so its fingerprint does not depend on the pipeline seed; `train` does.
+const SHARED: &str = r#"[pipeline]
+name = "shared"
+seed = 1
+
+[stages.data]
+plugin = "fixture-stage"
+seed = 7
+config = { steps = 3, label = "data" }
+
+[stages.train]
+plugin = "fixture-stage"
+inputs = { source = "data.data" }
+config = { steps = 2 }
+"#;
+
+/// `interplay run p.toml <args> --run-dir <run_dir> --plugin-dir <fixtures>` in the sandbox.
+fn run_in(sb: &Sandbox, run_dir: &str, args: &[&str]) -> Output {
+    runner()
+        .current_dir(sb.path())
+        .arg("run")
+        .arg("p.toml")
+        .args(args)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .output()
+        .unwrap()
+}
+
+fn stage(sb: &Sandbox, run_dir: &str, stage: &str) -> PathBuf {
+    sb.path().join(run_dir).join("stages").join(stage)
+}
+
+fn events(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// How many times the stage's plugin was started in this stage directory.
+fn attempts(dir: &Path) -> usize {
+    events(dir)
+        .iter()
+        .filter(|e| e["type"] == "attempt")
+        .count()
+}
+
+fn json_file(path: &Path) -> Value {
+    serde_json::from_slice(
+        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+fn result(dir: &Path) -> Vec<u8> {
+    std::fs::read(dir.join("out/data/result.json")).unwrap()
+}
+
+fn ino(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn a_stage_finished_elsewhere_with_its_fingerprint_is_shared_not_run() {
+    let sb = Sandbox::new(SHARED);
+    ok(run_in(&sb, "a", &[]));
+    let (a_data, a_train) = (stage(&sb, "a", "data"), stage(&sb, "a", "train"));
+    let a_bytes = result(&a_data);
+
+    let out = ok(run_in(&sb, "b", &["pipeline.seed=2", "--share-from", "a"]));
+    let (b_data, b_train) = (stage(&sb, "b", "data"), stage(&sb, "b", "train"));
+    assert!(out.contains("shared from a"), "{out}");
+    assert!(out.contains("done: 1 ran, 1 shared, 0 unchanged"), "{out}");
+    // `data` did not run in b: no attempt, no request, no stderr; its files are a's, linked.
+    assert_eq!(attempts(&b_data), 0);
+    assert!(!b_data.join("request.json").exists());
+    assert!(!b_data.join("stderr.log").exists());
+    assert_eq!(result(&b_data), a_bytes);
+    assert_eq!(
+        ino(&b_data.join("out/data/result.json")),
+        ino(&a_data.join("out/data/result.json"))
+    );
+    let shared: Vec<Value> = events(&b_data)
+        .into_iter()
+        .filter(|e| e["type"] == "shared")
+        .collect();
+    assert_eq!(shared.len(), 1);
+    assert_eq!(
+        shared[0]["from"],
+        json!(std::path::absolute(sb.path().join("a")).unwrap())
+    );
+    assert_eq!(shared[0]["files_linked"], json!(1));
+    // b's DONE records what a's recorded, and says where it came from.
+    let (a_done, b_done) = (
+        json_file(&a_data.join("DONE")),
+        json_file(&b_data.join("DONE")),
+    );
+    assert_eq!(b_done["fingerprint"], a_done["fingerprint"]);
+    assert_eq!(b_done["outputs"], a_done["outputs"]);
+    assert_eq!(b_done["shared_from"], shared[0]["from"]);
+    assert_eq!(
+        json_file(&b_data.join("outcome.json"))["status"],
+        json!("ok")
+    );
+    // `train` depends on the pipeline seed: a's does not match, so it ran here, on the shared data.
+    assert_eq!(attempts(&b_train), 1);
+    assert!(
+        out.contains(
+            "train            not shared from a: it finished the stage with another fingerprint"
+        ),
+        "{out}"
+    );
+    let train: Value = serde_json::from_slice(&result(&b_train)).unwrap();
+    assert_eq!(train["seed"], json!(pipeline::derive_seed(2, "train")));
+    assert_eq!(train["total"], json!(5));
+    assert_ne!(result(&b_train), result(&a_train));
+    let run: Value = json_file(&sb.path().join("b/run.json"));
+    assert_eq!(run["seed"], json!(2));
+    assert_eq!(
+        run["share_from"],
+        json!([std::path::absolute(sb.path().join("a")).unwrap()])
+    );
+
+    // b's DONE verifies: the next run skips both stages (the runner checks every recorded file).
+    let again = ok(run_in(&sb, "b", &["pipeline.seed=2", "--share-from", "a"]));
+    assert_eq!(again.matches("unchanged, skipped").count(), 2, "{again}");
+
+    // a is rerun (its outputs deleted and written again), then deleted: b keeps its files.
+    ok(run_in(&sb, "a", &["--force", "data"]));
+    assert_eq!(attempts(&a_data), 2);
+    assert_ne!(
+        ino(&b_data.join("out/data/result.json")),
+        ino(&a_data.join("out/data/result.json"))
+    );
+    std::fs::remove_dir_all(sb.path().join("a")).unwrap();
+    let again = ok(run_in(&sb, "b", &["pipeline.seed=2"]));
+    assert_eq!(again.matches("unchanged, skipped").count(), 2, "{again}");
+    assert_eq!(result(&b_data), a_bytes);
+    assert_eq!((attempts(&b_data), attempts(&b_train)), (0, 1));
+}
+
+#[test]
+fn a_source_with_another_fingerprint_or_damaged_outputs_is_not_shared() {
+    let sb = Sandbox::new(SHARED);
+    ok(run_in(&sb, "a", &[]));
+    let a_data = stage(&sb, "a", "data");
+
+    // Another config, so another fingerprint: the stage runs, and says why it was not shared.
+    let out = ok(run_in(
+        &sb,
+        "c",
+        &["stages.data.config.label=\"other\"", "--share-from", "a"],
+    ));
+    let c_data = stage(&sb, "c", "data");
+    assert_eq!(attempts(&c_data), 1, "{out}");
+    assert!(
+        out.contains(
+            "data             not shared from a: it finished the stage with another fingerprint"
+        ),
+        "{out}"
+    );
+    let why: Vec<Value> = events(&c_data)
+        .into_iter()
+        .filter(|e| e["type"] == "not_shared")
+        .collect();
+    assert_eq!(why.len(), 1);
+    assert!(
+        why[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("another fingerprint")
+    );
+    assert!(
+        !json_file(&c_data.join("DONE"))
+            .as_object()
+            .unwrap()
+            .contains_key("shared_from")
+    );
+
+    // The same fingerprint, but a's output was replaced after it finished: not shared, named.
+    let file = a_data.join("out/data/result.json");
+    let mut bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&file, &bytes).unwrap();
+    let out = ok(run_in(&sb, "d", &["--share-from", "a"]));
+    let d_data = stage(&sb, "d", "data");
+    assert_eq!(attempts(&d_data), 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "data             not shared from a: {}: sha256 ",
+            std::path::Path::new("a/stages/data/out/data/result.json").display()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("the file was changed"), "{out}");
+    assert_ne!(result(&d_data), bytes);
+    // d's own output is not a's damaged file.
+    assert_ne!(ino(&d_data.join("out/data/result.json")), ino(&file));
+
+    // An extra file in a's output: not shared either.
+    std::fs::write(file.with_file_name("extra.txt"), "x").unwrap();
+    let out = ok(run_in(
+        &sb,
+        "e",
+        &["--share-from", "a", "--share-from", "d"],
+    ));
+    assert!(out.contains("extra.txt: not expected"), "{out}");
+    // ... but the next directory offered, d, finished it with this fingerprint: shared from there.
+    assert!(
+        out.contains("data             fixture-stage    shared from d"),
+        "{out}"
+    );
+    assert_eq!(attempts(&stage(&sb, "e", "data")), 0);
+    assert_eq!(result(&stage(&sb, "e", "data")), result(&d_data));
+
+    // A forced stage is never shared.
+    let out = ok(run_in(&sb, "e", &["--share-from", "d", "--force", "data"]));
+    assert_eq!(attempts(&stage(&sb, "e", "data")), 1, "{out}");
+
+    // A directory that does not exist is an error before anything runs.
+    let o = run_in(&sb, "f", &["--share-from", "nope"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("--share-from nope: no such run directory"),
+        "{}",
+        text(&o)
+    );
+    assert!(!sb.path().join("f").exists());
+}
