@@ -1,5 +1,6 @@
 //! `interplay run --share-from DIR`: a stage that another run directory finished with the same
-//! fingerprint is linked in, not run.
+//! fingerprint is linked in, not run; and the runs of `cargo xtask pipeline --seeds`, planned by
+//! `xtask::seeds`, share the stages that do not depend on the seed.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -242,4 +243,80 @@ fn a_source_with_another_fingerprint_or_damaged_outputs_is_not_shared() {
         text(&o)
     );
     assert!(!sb.path().join("f").exists());
+}
+
+/// The runs `cargo xtask pipeline p.toml --seeds 2,0,5` makes, with the runner under test: one run per
+/// seed in `runs/shared/seed-<s>`, each offered the earlier seeds' directories to share from.
+#[test]
+fn seeds_run_once_each_and_share_the_stage_that_does_not_depend_on_the_seed() {
+    let sb = Sandbox::new(SHARED);
+    // The parent directory xtask uses without --run-dir: the runner's default, from `plan --json`.
+    let plan: Value = serde_json::from_slice(
+        &runner()
+            .current_dir(sb.path())
+            .args(["plan", "p.toml", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(plan["run_dir"], json!("runs/shared"));
+    let parent = PathBuf::from(plan["run_dir"].as_str().unwrap());
+    let seeds = xtask::seeds::parse_seeds("2,0,5").unwrap();
+    let seed_plan = xtask::seeds::SeedPlan::new(&parent, &seeds, &[]);
+    for r in &seed_plan.runs {
+        ok(runner()
+            .current_dir(sb.path())
+            .arg("run")
+            .arg("p.toml")
+            .args(r.runner_args())
+            .arg("--plugin-dir")
+            .arg(plugin_dir())
+            .output()
+            .unwrap());
+    }
+    let dir = |s: u64| sb.path().join(&parent).join(format!("seed-{s}"));
+    let data_results: Vec<Vec<u8>> = seeds
+        .iter()
+        .map(|&s| result(&dir(s).join("stages/data")))
+        .collect();
+    for &s in &seeds {
+        assert!(dir(s).is_dir(), "seed-{s}");
+        assert_eq!(json_file(&dir(s).join("run.json"))["seed"], json!(s));
+        let train = dir(s).join("stages/train");
+        assert_eq!(attempts(&train), 1, "seed {s}");
+        let r: Value = serde_json::from_slice(&result(&train)).unwrap();
+        assert_eq!(r["seed"], json!(pipeline::derive_seed(s, "train")));
+    }
+    // The seed-independent stage ran once, in the first seed's run, and is the same files in the others.
+    let attempts_per_seed: Vec<usize> = seeds
+        .iter()
+        .map(|&s| attempts(&dir(s).join("stages/data")))
+        .collect();
+    assert_eq!(attempts_per_seed, [1, 0, 0]);
+    assert!(data_results.iter().all(|r| *r == data_results[0]));
+    let inodes: Vec<u64> = seeds
+        .iter()
+        .map(|&s| ino(&dir(s).join("stages/data/out/data/result.json")))
+        .collect();
+    assert!(inodes.iter().all(|i| *i == inodes[0]), "{inodes:?}");
+    let r: Value = serde_json::from_slice(&data_results[0]).unwrap();
+    assert_eq!(r["seed"], json!(pipeline::derive_seed(7, "data")));
+    // The aggregate report is asked for over exactly these directories.
+    let args: Vec<String> = seed_plan
+        .report_args()
+        .into_iter()
+        .map(|a| a.into_string().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "report",
+            "--out",
+            "runs/shared/report",
+            "runs/shared/seed-2",
+            "runs/shared/seed-0",
+            "runs/shared/seed-5"
+        ]
+    );
 }
