@@ -285,10 +285,13 @@ fn run(
     let summary = pipeline::execute(&p, &stages, &opts, &STOP, &mut ui)?;
     match summary.failed {
         None => {
+            let shared = match summary.shared.len() {
+                0 => String::new(),
+                n => format!("{n} shared, "),
+            };
             println!(
-                "done: {} ran, {} shared, {} unchanged; outputs in {}",
+                "done: {} ran, {shared}{} unchanged; outputs in {}",
                 summary.ran.len(),
-                summary.shared.len(),
                 summary.skipped.len(),
                 run_dir.join("stages").display()
             );
