@@ -245,6 +245,21 @@ fn a_source_with_another_fingerprint_or_damaged_outputs_is_not_shared() {
     assert!(!sb.path().join("f").exists());
 }
 
+/// `interplay run p.toml <overrides> --plugin-dir <fixtures>` in the sandbox, quiet: what
+/// `cargo xtask pipeline` hands [`xtask::seeds::SeedPlan::run`].
+fn seed_runner(sb: &Sandbox, overrides: &[&str]) -> std::process::Command {
+    let mut c = runner();
+    c.current_dir(sb.path())
+        .arg("run")
+        .arg("p.toml")
+        .args(overrides)
+        .arg("--plugin-dir")
+        .arg(plugin_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    c
+}
+
 /// The runs `cargo xtask pipeline p.toml --seeds 2,0,5` makes, with the runner under test: one run per
 /// seed in `runs/shared/seed-<s>`, each offered the earlier seeds' directories to share from.
 #[test]
@@ -264,17 +279,7 @@ fn seeds_run_once_each_and_share_the_stage_that_does_not_depend_on_the_seed() {
     let parent = PathBuf::from(plan["run_dir"].as_str().unwrap());
     let seeds = xtask::seeds::parse_seeds("2,0,5").unwrap();
     let seed_plan = xtask::seeds::SeedPlan::new(&parent, &seeds, &[]);
-    for r in &seed_plan.runs {
-        ok(runner()
-            .current_dir(sb.path())
-            .arg("run")
-            .arg("p.toml")
-            .args(r.runner_args())
-            .arg("--plugin-dir")
-            .arg(plugin_dir())
-            .output()
-            .unwrap());
-    }
+    seed_plan.run(|| seed_runner(&sb, &[])).unwrap();
     let dir = |s: u64| sb.path().join(&parent).join(format!("seed-{s}"));
     let data_results: Vec<Vec<u8>> = seeds
         .iter()
@@ -318,5 +323,42 @@ fn seeds_run_once_each_and_share_the_stage_that_does_not_depend_on_the_seed() {
             "runs/shared/seed-0",
             "runs/shared/seed-5"
         ]
+    );
+}
+
+#[test]
+fn a_failing_seed_stops_the_loop_naming_the_seed_and_its_run_directory() {
+    let sb = Sandbox::new(SHARED);
+    let seed_plan = xtask::seeds::SeedPlan::new(Path::new("runs/shared"), &[4, 1], &[]);
+    let fail = [
+        "stages.train.config.fail=\"error\"",
+        "stages.train.config.fail_at=1",
+    ];
+    let e = seed_plan
+        .run(|| seed_runner(&sb, &fail))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(
+            "--seeds: seed 4 failed (exit status: 1); its run directory is runs/shared/seed-4."
+        ),
+        "{e}"
+    );
+    assert!(
+        sb.path()
+            .join("runs/shared/seed-4/stages/data/DONE")
+            .is_file()
+    );
+    assert!(!sb.path().join("runs/shared/seed-1").exists());
+    // Fixed, the same loop goes on: seed 4's finished stage is kept, and seed 1 shares it.
+    seed_plan.run(|| seed_runner(&sb, &[])).unwrap();
+    let attempts_per_seed: Vec<usize> = ["seed-4", "seed-1"]
+        .iter()
+        .map(|d| attempts(&sb.path().join("runs/shared").join(d).join("stages/data")))
+        .collect();
+    assert_eq!(attempts_per_seed, [1, 0]);
+    assert_eq!(
+        attempts(&sb.path().join("runs/shared/seed-4/stages/train")),
+        2
     );
 }

@@ -313,27 +313,7 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
             ),
         };
         let seeds = xtask::seeds::SeedPlan::new(&parent, &seeds, &share_from);
-        for r in &seeds.runs {
-            let mut c = runner();
-            c.args(r.runner_args());
-            eprintln!("$ {}", show(&c));
-            let status = c
-                .status()
-                .with_context(|| format!("starting {}", bin.display()))?;
-            if !status.success() {
-                let what = if status.code() == Some(130) {
-                    "was stopped"
-                } else {
-                    "failed"
-                };
-                bail!(
-                    "seed {} {what} ({status}); its run directory is {}. Run the same command again \
-                     to go on: finished seeds and stages are skipped",
-                    r.seed,
-                    r.run_dir.display()
-                );
-            }
-        }
+        seeds.run(runner)?;
         return run(Command::new(&bin).args(seeds.report_args())).with_context(|| {
             format!(
                 "every seed finished ({}), but the report over them failed",

@@ -6,8 +6,9 @@
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 /// Parses the value of `--seeds`: a comma-separated list of distinct non-negative integers, in the order
 /// they are to run.
@@ -86,6 +87,37 @@ impl SeedPlan {
             parent: parent.to_path_buf(),
             runs,
         }
+    }
+
+    /// Runs the seeds in order, each with `runner()` (`interplay run FILE` with the overrides and flags
+    /// common to all seeds) plus [`SeedRun::runner_args`]. Stops at the first seed that fails or is
+    /// stopped, naming it and its run directory.
+    pub fn run(&self, mut runner: impl FnMut() -> Command) -> anyhow::Result<()> {
+        for r in &self.runs {
+            let mut c = runner();
+            c.args(r.runner_args());
+            let shown = std::iter::once(c.get_program())
+                .chain(c.get_args())
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ");
+            eprintln!("$ {shown}");
+            let status = c.status().with_context(|| format!("starting {shown}"))?;
+            if !status.success() {
+                let what = if status.code() == Some(130) {
+                    "was stopped"
+                } else {
+                    "failed"
+                };
+                bail!(
+                    "--seeds: seed {} {what} ({status}); its run directory is {}. Run the same command \
+                     again to go on: finished seeds and stages are skipped",
+                    r.seed,
+                    r.run_dir.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// `PARENT/report`.
