@@ -11,5 +11,6 @@ mod rewards;
 mod rl;
 mod runs;
 mod scaffold;
+mod sharing;
 mod support;
 mod training;

@@ -1,11 +1,12 @@
-//! The parts of xtask that tests use too: the plugin scaffold, and how a plugin crate outside
-//! this workspace is built.
+//! The parts of xtask that tests use too: the plugin scaffold, how a plugin crate outside
+//! this workspace is built, and the runs of `pipeline --seeds`.
 
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;
 
 pub mod scaffold;
+pub mod seeds;
 
 /// Whether `dir` is a plugin crate (or a workspace of them) to build rather than a directory of
 /// libraries: it holds a `Cargo.toml`. The runner then looks in `dir/target/<profile>`

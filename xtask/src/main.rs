@@ -1,7 +1,7 @@
 //! Project automation, run as `cargo xtask <task>` (the pattern of matklad/cargo-xtask).
 //!
 //! ```text
-//! cargo xtask pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D]
+//! cargo xtask pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D] [--seeds 0,1,2]
 //! cargo xtask new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
 //! cargo xtask schema [--check]
 //! cargo xtask plugins
@@ -26,7 +26,10 @@ usage: cargo xtask <task>
         then run it; key=value overrides go to the runner. Plugins of this workspace are built
         with `cargo build -p`; every plugin crate (a directory with a Cargo.toml) on the
         pipeline's `[pipeline] plugin_path` or given as --plugin-dir is built in its own
-        target/ with the same profile, and the runner finds its plugins there
+        target/ with the same profile, and the runner finds its plugins there.
+        --seeds 0,1,2: run it once per seed (override pipeline.seed=<s>) in D/seed-<s> (D: --run-dir,
+        else runs/<pipeline name>), each sharing the stages that do not depend on the seed from
+        the earlier seeds (--share-from), then `interplay report --out D/report D/seed-<s>...`
   new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
         scaffold plugins/<name> (and pipelines/<name>.toml for a stage); it builds and runs as is.
         --out DIR: a standalone crate DIR/<name> outside this repository (its own workspace,
@@ -160,13 +163,35 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
     let (mut file, mut overrides, mut runner_flags) = (None, Vec::new(), Vec::new());
     let mut plugin_dirs: Vec<PathBuf> = Vec::new();
     let (mut release, mut cuda) = (true, false);
+    let (mut seeds, mut run_dir, mut share_from) = (None, None, Vec::new());
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--release" => release = true,
             "--debug" => release = false,
             "--cuda" => cuda = true,
-            "--force" | "--run-dir" | "--plugin-dir" => {
+            "--seeds" => {
+                let value = it.next().context("--seeds needs a list, like 0,1,2")?;
+                seeds = Some(xtask::seeds::parse_seeds(value)?);
+            }
+            s if s.starts_with("--seeds=") => {
+                seeds = Some(xtask::seeds::parse_seeds(&s["--seeds=".len()..])?);
+            }
+            "--run-dir" | "--share-from" => {
+                let value = it.next().with_context(|| format!("{a} needs a value"))?;
+                if a == "--run-dir" {
+                    run_dir = Some(PathBuf::from(value));
+                } else {
+                    share_from.push(PathBuf::from(value));
+                }
+            }
+            s if s.starts_with("--run-dir=") => {
+                run_dir = Some(PathBuf::from(&s["--run-dir=".len()..]))
+            }
+            s if s.starts_with("--share-from=") => {
+                share_from.push(PathBuf::from(&s["--share-from=".len()..]))
+            }
+            "--force" | "--plugin-dir" => {
                 let value = it
                     .next()
                     .with_context(|| format!("{a} needs a value"))?
@@ -187,6 +212,9 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
         }
     }
     let file = file.context("usage: cargo xtask pipeline <file> [key=value...]")?;
+    if seeds.is_some() {
+        xtask::seeds::check_overrides(&overrides)?;
+    }
     let profile = if release { "release" } else { "debug" };
     let profile_args: &[&str] = if release { &["--release"] } else { &[] };
 
@@ -268,13 +296,38 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
     }
 
     // 4. Run it with the plugins just built.
-    let mut runner = Command::new(&bin);
-    runner
-        .arg("run")
-        .arg(&file)
-        .args(&overrides)
-        .args(&runner_flags);
-    runner.arg("--plugin-dir").arg(target_dir().join(profile));
+    let runner = || {
+        let mut c = Command::new(&bin);
+        c.arg("run").arg(&file).args(&overrides).args(&runner_flags);
+        c.arg("--plugin-dir").arg(target_dir().join(profile));
+        c
+    };
+    if let Some(seeds) = seeds {
+        // Where the runner would put the run directory, from the runner.
+        let parent = match run_dir {
+            Some(d) => d,
+            None => PathBuf::from(
+                plan["run_dir"]
+                    .as_str()
+                    .context("`interplay plan --json` gives no run_dir")?,
+            ),
+        };
+        let seeds = xtask::seeds::SeedPlan::new(&parent, &seeds, &share_from);
+        seeds.run(runner)?;
+        return run(Command::new(&bin).args(seeds.report_args())).with_context(|| {
+            format!(
+                "every seed finished ({}), but the report over them failed",
+                seeds.parent.display()
+            )
+        });
+    }
+    let mut runner = runner();
+    for d in &share_from {
+        runner.arg("--share-from").arg(d);
+    }
+    if let Some(d) = &run_dir {
+        runner.arg("--run-dir").arg(d);
+    }
     eprintln!("$ {}", show(&runner));
     // Become the runner, so that Ctrl-C reaches it alone and it can stop the stage cleanly.
     #[cfg(unix)]

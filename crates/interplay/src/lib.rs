@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! interplay run pipelines/quickstart.toml stages.count.config.steps=50 --force count
+//! interplay run p.toml pipeline.seed=1 --run-dir runs/p/seed-1 --share-from runs/p/seed-0
 //! interplay check pipelines/quickstart.toml            # everything `run` checks first; runs nothing
 //! interplay plan pipelines/quickstart.toml --json      # which plugins to build (used by xtask)
 //! interplay plugins                                    # what is installed
@@ -89,6 +90,11 @@ enum Command {
         /// Run directory (default: runs/<pipeline name>). Reusing one skips unchanged stages.
         #[arg(long, value_name = "DIR")]
         run_dir: Option<PathBuf>,
+        /// Another run directory (repeatable, searched in order): a stage that would run here but
+        /// finished there with the same fingerprint, its outputs intact, is hard-linked (or copied)
+        /// in instead of run. Works across pipelines (same stage name, same fingerprint).
+        #[arg(long = "share-from", value_name = "DIR")]
+        share_from: Vec<PathBuf>,
         #[command(flatten)]
         plugins: PluginDirs,
     },
@@ -186,8 +192,17 @@ fn dispatch(cli: Cli, argv: &[String]) -> anyhow::Result<ExitCode> {
             overrides,
             force,
             run_dir,
+            share_from,
             plugins,
-        } => run(&file, &overrides, force, run_dir, &plugins.resolve(), argv),
+        } => run(
+            &file,
+            &overrides,
+            force,
+            run_dir,
+            share_from,
+            &plugins.resolve(),
+            argv,
+        ),
         Command::Check {
             file,
             overrides,
@@ -264,12 +279,13 @@ fn run(
     overrides: &[String],
     force: Vec<String>,
     run_dir: Option<PathBuf>,
+    share_from: Vec<PathBuf>,
     dirs: &[PathBuf],
     argv: &[String],
 ) -> anyhow::Result<ExitCode> {
     let p = Pipeline::load(file, overrides)?;
     let stages = pipeline::preflight(&p, dirs)?;
-    let run_dir = run_dir.unwrap_or_else(|| PathBuf::from("runs").join(&p.name));
+    let run_dir = run_dir.unwrap_or_else(|| default_run_dir(&p));
     ctrlc::set_handler(|| {
         let n = STOP.fetch_add(1, Ordering::SeqCst) + 1;
         if n == 1 {
@@ -283,6 +299,7 @@ fn run(
         force,
         argv: argv.to_vec(),
         runner_version: env!("CARGO_PKG_VERSION").to_string(),
+        share_from,
     };
     println!(
         "pipeline {} ({} stages) → {}",
@@ -294,8 +311,12 @@ fn run(
     let summary = pipeline::execute(&p, &stages, &opts, &STOP, &mut ui)?;
     match summary.failed {
         None => {
+            let shared = match summary.shared.len() {
+                0 => String::new(),
+                n => format!("{n} shared, "),
+            };
             println!(
-                "done: {} ran, {} unchanged; outputs in {}",
+                "done: {} ran, {shared}{} unchanged; outputs in {}",
                 summary.ran.len(),
                 summary.skipped.len(),
                 run_dir.join("stages").display()
@@ -312,6 +333,7 @@ fn run(
             let finished: Vec<String> = summary
                 .ran
                 .iter()
+                .chain(summary.shared.iter().map(|(s, _)| s))
                 .chain(&summary.skipped)
                 .cloned()
                 .collect();
@@ -328,6 +350,11 @@ fn run(
     }
 }
 
+/// Where `run` puts a pipeline's run directory without `--run-dir`.
+fn default_run_dir(p: &Pipeline) -> PathBuf {
+    PathBuf::from("runs").join(&p.name)
+}
+
 fn plan(file: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCode> {
     let p = Pipeline::load(file, overrides)?;
     let mut plugins = BTreeSet::new();
@@ -339,6 +366,8 @@ fn plan(file: &Path, overrides: &[String], json: bool) -> anyhow::Result<ExitCod
     if json {
         let v = serde_json::json!({
             "pipeline": p.name,
+            "seed": p.seed,
+            "run_dir": default_run_dir(&p),
             "stages": p.stages.iter().map(|s| serde_json::json!({
                 "name": s.name, "plugin": s.plugin, "device": s.device, "seed": s.seed,
                 "rewards": s.rewards.iter().map(|r| &r.plugin).collect::<Vec<_>>(),
@@ -513,6 +542,20 @@ impl Progress {
 impl Observer for Progress {
     fn skipped(&mut self, stage: &str, plugin: &str) {
         self.println(format!("  {stage:<16} {plugin:<16} unchanged, skipped"));
+    }
+
+    fn shared(&mut self, stage: &str, plugin: &str, from: &Path) {
+        self.println(format!(
+            "  {stage:<16} {plugin:<16} shared from {}",
+            from.display()
+        ));
+    }
+
+    fn not_shared(&mut self, stage: &str, from: &Path, why: &str) {
+        self.println(format!(
+            "  {stage:<16} not shared from {}: {why}",
+            from.display()
+        ));
     }
 
     fn started(&mut self, stage: &str, plugin: &str, resume: bool) {

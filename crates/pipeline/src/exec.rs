@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use stage_api::{ArtifactRef, Event, Outcome, Request, RewardSpec};
 
 use crate::preflight::ResolvedStage;
-use crate::rundir::{RunDir, Tree, fingerprint, hash_tree, remove_all, verify_tree, write_atomic};
+use crate::rundir::{
+    RunDir, Tree, fingerprint, hash_tree, link_tree, remove_all, verify_tree, verify_tree_as,
+    write_atomic,
+};
 use crate::spec::Pipeline;
 
 /// How to run.
@@ -29,12 +32,20 @@ pub struct ExecOptions {
     pub argv: Vec<String>,
     /// Version of the runner, recorded in `run.json`.
     pub runner_version: String,
+    /// Other run directories whose finished stages may be shared: a stage about to run whose
+    /// fingerprint one of them finished with, outputs verified, is linked in instead of run.
+    pub share_from: Vec<PathBuf>,
 }
 
 /// Receives progress as the pipeline runs (the CLI draws bars; tests record).
 pub trait Observer {
     /// A stage is unchanged since its last run and is skipped.
     fn skipped(&mut self, stage: &str, plugin: &str);
+    /// A stage finished in another run directory with the same fingerprint; its outputs were brought in
+    /// instead of running it.
+    fn shared(&mut self, stage: &str, plugin: &str, from: &Path);
+    /// A stage could not be shared from `from` (`why`), so it runs here.
+    fn not_shared(&mut self, stage: &str, from: &Path, why: &str);
     /// A stage starts (`resume`: from its checkpoint).
     fn started(&mut self, stage: &str, plugin: &str, resume: bool);
     /// A running stage reported an event.
@@ -123,6 +134,8 @@ pub struct RunSummary {
     pub ran: Vec<String>,
     /// Stages skipped as unchanged.
     pub skipped: Vec<String>,
+    /// Stages shared from another run directory (see [`ExecOptions::share_from`]), with it.
+    pub shared: Vec<(String, PathBuf)>,
     /// The stage that failed or was interrupted; later stages did not run.
     pub failed: Option<StageReport>,
 }
@@ -182,8 +195,22 @@ pub fn execute(
     let rd = RunDir {
         root: opts.run_dir.clone(),
     };
+    for d in &opts.share_from {
+        anyhow::ensure!(
+            d.is_dir(),
+            "--share-from {}: no such run directory",
+            d.display()
+        );
+    }
     std::fs::create_dir_all(rd.root.join("stages"))
         .with_context(|| format!("creating {}", rd.root.display()))?;
+    // Sharing from the run directory itself would be a no-op.
+    let here = rd.root.canonicalize()?;
+    let share_from: Vec<&PathBuf> = opts
+        .share_from
+        .iter()
+        .filter(|d| d.canonicalize().ok().as_ref() != Some(&here))
+        .collect();
     write_atomic(
         &rd.root.join("pipeline.resolved.toml"),
         p.resolved_toml().as_bytes(),
@@ -212,6 +239,7 @@ pub fn execute(
         "abi_version": stage_api::abi::ABI_VERSION,
         "git": git_info(p.file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))),
         "seed": p.seed,
+        "share_from": opts.share_from.iter().map(std::path::absolute).collect::<Result<Vec<_>, _>>()?,
         "stages": plugins,
     });
     write_atomic(
@@ -346,6 +374,80 @@ pub fn execute(
         let _ = std::fs::remove_file(dir.join("DONE"));
         let partial = dir.join("out.partial");
         remove_all(&partial)?;
+
+        // ---- or bring in the outputs of another run that finished it with this fingerprint
+        if !is_forced && !share_from.is_empty() {
+            let outputs: Vec<&str> = m.outputs.iter().map(|o| o.name.as_str()).collect();
+            let mut shared = None;
+            for src in &share_from {
+                match share(src, &s.name, &fp, &outputs, &partial)? {
+                    Ok(found) => {
+                        shared = Some((*src, found));
+                        break;
+                    }
+                    Err(why) => {
+                        let mut events = OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(dir.join("events.jsonl"))?;
+                        writeln!(
+                            events,
+                            "{}",
+                            json!({ "t": now(), "type": "not_shared", "from": std::path::absolute(src)?, "reason": why })
+                        )?;
+                        obs.not_shared(&s.name, src, &why);
+                        remove_all(&partial)?;
+                    }
+                }
+            }
+            if let Some((src, found)) = shared {
+                let from = std::path::absolute(src)?;
+                let out = dir.join("out");
+                remove_all(&out)?;
+                std::fs::rename(&partial, &out)
+                    .with_context(|| format!("promoting {}", partial.display()))?;
+                let report = StageReport {
+                    stage: s.name.clone(),
+                    plugin: m.name.clone(),
+                    plugin_version: m.version.clone(),
+                    fingerprint: fp.clone(),
+                    status: StageStatus::Ok,
+                    message: Some(format!(
+                        "not run here: shared from {}, which finished it with this fingerprint",
+                        from.display()
+                    )),
+                    exit: "not run".into(),
+                    stderr_tail: Vec::new(),
+                    resumed: false,
+                    elapsed_s: 0.0,
+                    stage_dir: dir.clone(),
+                };
+                write_atomic(
+                    &dir.join("outcome.json"),
+                    &serde_json::to_vec_pretty(&report)?,
+                )?;
+                let mut events = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("events.jsonl"))?;
+                writeln!(
+                    events,
+                    "{}",
+                    json!({ "t": now(), "type": "shared", "fingerprint": fp, "from": from,
+                            "files_linked": found.linked, "files_copied": found.copied })
+                )?;
+                write_atomic(
+                    &dir.join("DONE"),
+                    &serde_json::to_vec_pretty(&json!({
+                        "fingerprint": fp, "plugin": m.name, "version": m.version, "finished_at": now(),
+                        "outputs": found.trees, "shared_from": from,
+                    }))?,
+                )?;
+                obs.shared(&s.name, &m.name, src);
+                summary.shared.push((s.name.clone(), src.to_path_buf()));
+                continue;
+            }
+        }
         let mut outputs = BTreeMap::new();
         for o in &m.outputs {
             let d = std::path::absolute(partial.join(&o.name))?;
@@ -508,4 +610,76 @@ pub fn execute(
         }
     }
     Ok(summary)
+}
+
+/// Brings the outputs of `stage` from the run directory `src` into `partial` (hard links, or copies across
+/// filesystems) when `src` finished it with fingerprint `fp`, and checks them against what `src`'s `DONE`
+/// recorded. `Ok(Err(why))` when it cannot be shared; `partial` may then hold a part of the outputs.
+fn share(
+    src: &Path,
+    stage: &str,
+    fp: &str,
+    outputs: &[&str],
+    partial: &Path,
+) -> anyhow::Result<Result<Shared, String>> {
+    let rd = RunDir {
+        root: src.to_path_buf(),
+    };
+    let marker = rd.stage(stage).join("DONE");
+    let Some(done) = rd.done(stage) else {
+        return Ok(Err(if marker.exists() {
+            format!("{} does not parse", marker.display())
+        } else {
+            format!("stage `{stage}` has not finished there")
+        }));
+    };
+    if done.fingerprint != fp {
+        return Ok(Err(
+            "it finished the stage with another fingerprint (plugin, config, device, seed or inputs differ)".into(),
+        ));
+    }
+    let Some(mut recorded) = done.outputs else {
+        return Ok(Err(format!(
+            "{} records no outputs, so it vouches for none",
+            marker.display()
+        )));
+    };
+    let what = format!("{}", marker.display());
+    let mut shared = Shared {
+        trees: BTreeMap::new(),
+        linked: 0,
+        copied: 0,
+    };
+    for o in outputs {
+        let from = rd.output(stage, o);
+        let Some(tree) = recorded.remove(*o) else {
+            return Ok(Err(format!("{what} records no files for output `{o}`")));
+        };
+        let to = partial.join(o);
+        match link_tree(&from, &to) {
+            Ok((linked, copied)) => {
+                shared.linked += linked;
+                shared.copied += copied;
+            }
+            Err(e) => return Ok(Err(format!("{e:#}"))),
+        }
+        // The linked files are the source's: checking them checks the source, after any change to it.
+        match verify_tree_as(&to, &from, &tree, &what) {
+            Ok(None) => {}
+            Ok(Some(problem)) => return Ok(Err(problem)),
+            Err(e) => return Ok(Err(format!("{e:#}"))),
+        }
+        shared.trees.insert(o.to_string(), tree);
+    }
+    Ok(Ok(shared))
+}
+
+/// Outputs brought in by [`share`].
+struct Shared {
+    /// What the source's `DONE` recorded for each output, verified.
+    trees: BTreeMap<String, Tree>,
+    /// Files hard-linked.
+    linked: usize,
+    /// Files copied (no hard link possible).
+    copied: usize,
 }

@@ -5,7 +5,8 @@
 //! * [`preflight`] loads every plugin the pipeline names and checks wiring, devices and every
 //!   stage config against its plugin's JSON Schema, before anything runs.
 //! * [`execute`] runs the stages in order in child processes, inside a run directory that makes
-//!   re-runs incremental (skip unchanged, `--force`, resume from checkpoints).
+//!   re-runs incremental (skip unchanged, `--force`, resume from checkpoints), and shares stages
+//!   that other run directories finished with the same fingerprint (`--share-from`).
 
 mod diag;
 mod exec;

@@ -112,9 +112,19 @@ pub fn hash_tree(dir: &Path) -> anyhow::Result<Tree> {
 /// `what` wrote them), naming the file; `None` when every file matches. Sizes and names are compared
 /// before any file is hashed, so a truncated or missing file is found without reading the rest.
 pub fn verify_tree(dir: &Path, expected: &Tree, what: &str) -> anyhow::Result<Option<String>> {
+    verify_tree_as(dir, dir, expected, what)
+}
+
+/// [`verify_tree`] of `dir`, naming its files as under `shown` (where `dir`'s files were linked from).
+pub(crate) fn verify_tree_as(
+    dir: &Path,
+    shown: &Path,
+    expected: &Tree,
+    what: &str,
+) -> anyhow::Result<Option<String>> {
     let found = list_files(dir)?;
     for (rel, want) in expected {
-        let path = dir.join(rel);
+        let path = shown.join(rel);
         match found.get(rel) {
             None => {
                 return Ok(Some(format!(
@@ -132,24 +142,57 @@ pub fn verify_tree(dir: &Path, expected: &Tree, what: &str) -> anyhow::Result<Op
             Some(_) => {}
         }
     }
-    if let Some((_, (path, _))) = found.iter().find(|(rel, _)| !expected.contains_key(*rel)) {
+    if let Some((rel, _)) = found.iter().find(|(rel, _)| !expected.contains_key(*rel)) {
         return Ok(Some(format!(
             "{}: not expected; {what} recorded no such file",
-            path.display()
+            shown.join(rel).display()
         )));
     }
     for (rel, want) in expected {
-        let path = dir.join(rel);
-        let sha256 = hash_file(&path)?;
+        let sha256 = hash_file(&dir.join(rel))?;
         if sha256 != want.sha256 {
             return Ok(Some(format!(
                 "{}: sha256 {sha256}, expected {} (recorded in {what}); the file was changed",
-                path.display(),
+                shown.join(rel).display(),
                 want.sha256
             )));
         }
     }
     Ok(None)
+}
+
+/// Recreates the files under `src` (directories followed, as [`hash_tree`] lists them) under `dst`, each a
+/// hard link to the file itself (never to a symlink), or a copy where a hard link cannot be made (another
+/// filesystem). Returns how many files were linked and how many copied. A later rewrite of a source file
+/// by the runner (which deletes and replaces, never writes in place) leaves the linked file as it was.
+pub(crate) fn link_tree(src: &Path, dst: &Path) -> anyhow::Result<(usize, usize)> {
+    fn walk(src: &Path, dst: &Path, n: &mut (usize, usize)) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dst).with_context(|| format!("creating {}", dst.display()))?;
+        for entry in std::fs::read_dir(src).with_context(|| format!("reading {}", src.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", src.display()))?;
+            let path = entry.path();
+            let to = dst.join(entry.file_name());
+            let meta =
+                std::fs::metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+            if meta.is_dir() {
+                walk(&path, &to, n)?;
+                continue;
+            }
+            let file = std::fs::canonicalize(&path)
+                .with_context(|| format!("resolving {}", path.display()))?;
+            if std::fs::hard_link(&file, &to).is_ok() {
+                n.0 += 1;
+            } else {
+                std::fs::copy(&file, &to)
+                    .with_context(|| format!("copying {} to {}", file.display(), to.display()))?;
+                n.1 += 1;
+            }
+        }
+        Ok(())
+    }
+    let mut n = (0, 0);
+    walk(src, dst, &mut n)?;
+    Ok(n)
 }
 
 /// SHA-256 of a file, hex.
@@ -262,6 +305,41 @@ mod tests {
         std::fs::write(d.join("sub/c.txt"), "new").unwrap();
         let m = check().unwrap();
         assert!(m.contains("c.txt: not expected"), "{m}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn linked_trees_match_their_source_and_outlive_its_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
+        std::fs::create_dir_all(src.join("sub")).unwrap();
+        std::fs::write(src.join("a.bin"), [7u8; 3000]).unwrap();
+        std::fs::write(src.join("sub/b.json"), "{}").unwrap();
+        // A symlink in an output stands for its file: the link is to the file, not to the symlink.
+        std::fs::write(dir.path().join("outside.txt"), "target").unwrap();
+        std::os::unix::fs::symlink("../../outside.txt", src.join("sub/c.txt")).unwrap();
+        let tree = hash_tree(&src).unwrap();
+        assert_eq!(link_tree(&src, &dst).unwrap(), (3, 0));
+        assert_eq!(verify_tree(&dst, &tree, "DONE").unwrap(), None);
+        assert!(
+            !std::fs::symlink_metadata(dst.join("sub/c.txt"))
+                .unwrap()
+                .is_symlink()
+        );
+        use std::os::unix::fs::MetadataExt;
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(ino(&src.join("a.bin")), ino(&dst.join("a.bin")));
+        // The source is rerun: its files are deleted and written again; the linked tree keeps its bytes.
+        remove_all(&src).unwrap();
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("a.bin"), [9u8; 10]).unwrap();
+        assert_eq!(verify_tree(&dst, &tree, "DONE").unwrap(), None);
+        // Messages name the files as under the directory they were linked from.
+        std::fs::write(dst.join("extra"), "x").unwrap();
+        let m = verify_tree_as(&dst, Path::new("/elsewhere"), &tree, "its DONE")
+            .unwrap()
+            .unwrap();
+        assert!(m.starts_with("/elsewhere/extra: not expected"), "{m}");
     }
 
     #[test]
