@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D]
+//! cargo xtask report [--out DIR] [--stage S] RUN_DIR...   # tables and plots; mean ± std over several runs
 //! cargo xtask new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
 //! cargo xtask schema [--check]
 //! cargo xtask plugins
@@ -27,6 +28,10 @@ usage: cargo xtask <task>
         with `cargo build -p`; every plugin crate (a directory with a Cargo.toml) on the
         pipeline's `[pipeline] plugin_path` or given as --plugin-dir is built in its own
         target/ with the same profile, and the runner finds its plugins there
+  report [--debug] [--out DIR] [--stage NAME]... RUN_DIR...
+        build the runner (release unless --debug) and run `interplay report`: report.json, report.md
+        and plots (SVG, PNG) of every finished eval stage, written to RUN_DIR/report for one run; for
+        several runs of one pipeline (seeds) each number's mean ± sample std, written to --out
   new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
         scaffold plugins/<name> (and pipelines/<name>.toml for a stage); it builds and runs as is.
         --out DIR: a standalone crate DIR/<name> outside this repository (its own workspace,
@@ -53,6 +58,7 @@ fn main() -> anyhow::Result<()> {
     };
     match task.as_str() {
         "pipeline" => pipeline(rest),
+        "report" => report(rest),
         "new-plugin" => new_plugin(rest),
         "schema" => schema(rest),
         "plugins" => plugins(),
@@ -287,6 +293,30 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
         let status = runner.status()?;
         std::process::exit(status.code().unwrap_or(1));
     }
+}
+
+/// `cargo xtask report [--debug] ARGS...`: builds the runner and runs `interplay report ARGS...` in the
+/// current directory.
+fn report(args: &[String]) -> anyhow::Result<()> {
+    let mut release = true;
+    let mut pass = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--release" => release = true,
+            "--debug" => release = false,
+            _ => pass.push(a.clone()),
+        }
+    }
+    if pass.iter().all(|a| a.starts_with('-')) {
+        bail!("usage: cargo xtask report [--debug] [--out DIR] [--stage NAME]... RUN_DIR...");
+    }
+    let profile = if release { "release" } else { "debug" };
+    let profile_args: &[&str] = if release { &["--release"] } else { &[] };
+    run(cargo()
+        .args(["build", "-p", "interplay"])
+        .args(profile_args))?;
+    let bin = target_dir().join(profile).join("interplay");
+    run(Command::new(&bin).arg("report").args(&pass))
 }
 
 const NEW_PLUGIN_USAGE: &str =
