@@ -154,7 +154,7 @@ fn stage(s: &mut String, st: &StageSummary, plots: &[Plot]) {
     }
 
     // Per op and bucket, models side by side, for each headline measure.
-    let mut measures: Vec<(String, Box<dyn Fn(&StatCell) -> Option<&Stat>>)> = Vec::new();
+    let mut measures: Vec<(String, Measure)> = Vec::new();
     if greedy_col {
         measures.push((
             "Greedy verified pass@1".into(),
@@ -199,12 +199,12 @@ fn stage(s: &mut String, st: &StageSummary, plots: &[Plot]) {
             let mut row = vec![format!("`{}`", m.model)];
             row.extend(
                 ops.iter()
-                    .map(|o| m.per_op.get(o).and_then(|c| get(c)).map_or("".into(), fmt)),
+                    .map(|o| m.per_op.get(o).and_then(get).map_or("".into(), fmt)),
             );
             row.extend(buckets.iter().map(|b| {
                 m.per_bucket
                     .get(&b.name)
-                    .and_then(|c| get(c))
+                    .and_then(get)
                     .map_or("".into(), fmt)
             }));
             table_row(s, &row);
@@ -288,6 +288,9 @@ fn stage(s: &mut String, st: &StageSummary, plots: &[Plot]) {
         }
     }
 }
+
+/// One number of a cell, where the cell has it.
+type Measure = Box<dyn Fn(&StatCell) -> Option<&Stat>>;
 
 fn short(sha: &str) -> &str {
     &sha[..sha.len().min(16)]

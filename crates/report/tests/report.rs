@@ -135,6 +135,20 @@ fn constructed(estimator: Estimator) -> ModelReport {
     )
 }
 
+/// (split, name, problems, verified pass@1,2,4, answer pass@1,2,4, hacking, process, greedy verified,
+/// greedy answer)
+type Row = (
+    &'static str,
+    &'static str,
+    usize,
+    [f64; 3],
+    [f64; 3],
+    f64,
+    f64,
+    f64,
+    f64,
+);
+
 #[test]
 fn bucket_context_and_mode_splits_hold_the_hand_computed_numbers() {
     let m = constructed(Estimator::Unbiased);
@@ -148,11 +162,10 @@ fn bucket_context_and_mode_splits_hold_the_hand_computed_numbers() {
             _ => unreachable!(),
         }
     };
-    // (split, name, problems, verified pass@1,2,4, answer pass@1,2,4, hacking, process, greedy verified, greedy answer)
     // Per problem: op 2 "VVxx" verified 1/2, 5/6, 1; op 3 "Axxx" answer 1/4, 1/2, 1; op 12 "xxxV" 1/4, 1/2, 1;
     // op 30 "AAAA" answer 1, 1, 1. Greedy V, A, x, A.
     #[rustfmt::skip]
-    let cases: &[(&str, &str, usize, [f64; 3], [f64; 3], f64, f64, f64, f64)] = &[
+    let cases: &[Row] = &[
         ("overall", "", 4, [0.75 / 4.0, (5.0 / 6.0 + 0.5) / 4.0, 0.5], [(0.5 + 0.25 + 0.25 + 1.0) / 4.0, (5.0 / 6.0 + 0.5 + 0.5 + 1.0) / 4.0, 1.0], 5.0 / 16.0, 5.5 / 16.0, 0.25, 0.75),
         ("op", "2", 1, [0.5, 5.0 / 6.0, 1.0], [0.5, 5.0 / 6.0, 1.0], 0.0, 0.5, 1.0, 1.0),
         ("op", "30", 1, [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], 1.0, 0.5, 0.0, 1.0),
@@ -515,7 +528,7 @@ fn several_runs_give_mean_and_sample_std_of_the_per_run_numbers() {
 
 #[track_caller]
 fn fails(result: anyhow::Result<report::Summary>, wants: &[&str]) {
-    let err = format!("{:#}", result.err().expect("should fail"));
+    let err = format!("{:#}", result.expect_err("should fail"));
     for w in wants {
         assert!(err.contains(w), "error lacks {w:?}:\n{err}");
     }

@@ -101,7 +101,7 @@ pub fn eval_report(
             .iter()
             .map(|(name, sampled, g)| {
                 let sampled: Vec<Vec<Verdict>> = sampled.iter().map(|s| verdicts(s)).collect();
-                let g: Option<Vec<Verdict>> = g.map(|g| verdicts(g));
+                let g: Option<Vec<Verdict>> = g.map(verdicts);
                 ModelReport::build(
                     name,
                     &format!("{name}.model"),
