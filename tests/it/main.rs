@@ -7,6 +7,7 @@ mod cli;
 mod loading;
 mod pipeline_errors;
 mod reasoning_task;
+mod report;
 mod rewards;
 mod rl;
 mod runs;

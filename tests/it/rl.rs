@@ -142,7 +142,7 @@ fn stopped_rl_resumes_to_the_same_bytes_as_an_uninterrupted_run() {
     assert_eq!(steps, [0, 2, 4, 6]);
     // The eval report holds both models.
     let report = json(&sb.stage("eval").join("out/report/report.json"));
-    assert_eq!(report["models"][1]["model"], "rl.model");
+    assert_eq!(report["models"][1]["model"], "rl");
 
     // Running the finished pipeline again trains nothing and says so.
     let t = ok(sb.run(&[]));

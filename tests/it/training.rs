@@ -96,8 +96,30 @@ fn stopped_pretraining_resumes_to_the_same_weights_and_the_chain_completes() {
         .iter()
         .map(|m| m["model"].as_str().unwrap())
         .collect();
-    assert_eq!(models, ["pretrain.model", "midtrain.model"]);
+    assert_eq!(models, ["pretrain", "midtrain"]);
+    assert_eq!(report["models"][1]["source"], "midtrain.model");
     assert_eq!(report["models"][1]["per_bucket"]["id"]["problems"], 8);
+    assert_eq!(report["eval_set"]["problems"], 8);
+    let plot = sb.stage("eval").join("out/report/plots/eval/op-pass1.png");
+    assert!(
+        std::fs::read(&plot).unwrap().starts_with(b"\x89PNG"),
+        "{}",
+        plot.display()
+    );
+
+    // The finished run's report, rebuilt by `interplay report` into run/report.
+    ok(crate::support::runner()
+        .current_dir(sb.path())
+        .args(["report", "run"])
+        .output()
+        .unwrap());
+    let summary = json(&sb.run_dir().join("report/report.json"));
+    assert_eq!(summary["stages"][0]["stage"], "eval");
+    assert_eq!(
+        summary["stages"][0]["models"][1]["overall"]["verified_pass"][0]["mean"],
+        report["models"][1]["overall"]["verified_pass"][0]
+    );
+    assert!(sb.run_dir().join("report/report.md").is_file());
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! cargo xtask pipeline <file> [key=value...] [--debug] [--cuda] [--force S] [--run-dir D] [--seeds 0,1,2]
+//! cargo xtask report [--out DIR] [--stage S] RUN_DIR...   # tables and plots; mean ± std over several runs
 //! cargo xtask new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
 //! cargo xtask schema [--check]
 //! cargo xtask plugins
@@ -30,6 +31,10 @@ usage: cargo xtask <task>
         --seeds 0,1,2: run it once per seed (override pipeline.seed=<s>) in D/seed-<s> (D: --run-dir,
         else runs/<pipeline name>), each sharing the stages that do not depend on the seed from
         the earlier seeds (--share-from), then `interplay report --out D/report D/seed-<s>...`
+  report [--debug] [--out DIR] [--stage NAME]... RUN_DIR...
+        build the runner (release unless --debug) and run `interplay report`: report.json, report.md
+        and plots (SVG, PNG) of every finished eval stage, written to RUN_DIR/report for one run; for
+        several runs of one pipeline (seeds) each number's mean ± sample std, written to --out
   new-plugin <name> --kind stage|reward [--out DIR [--stage-api-git URL]]
         scaffold plugins/<name> (and pipelines/<name>.toml for a stage); it builds and runs as is.
         --out DIR: a standalone crate DIR/<name> outside this repository (its own workspace,
@@ -56,6 +61,7 @@ fn main() -> anyhow::Result<()> {
     };
     match task.as_str() {
         "pipeline" => pipeline(rest),
+        "report" => report(rest),
         "new-plugin" => new_plugin(rest),
         "schema" => schema(rest),
         "plugins" => plugins(),
@@ -340,6 +346,30 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
         let status = runner.status()?;
         std::process::exit(status.code().unwrap_or(1));
     }
+}
+
+/// `cargo xtask report [--debug] ARGS...`: builds the runner and runs `interplay report ARGS...` in the
+/// current directory.
+fn report(args: &[String]) -> anyhow::Result<()> {
+    let mut release = true;
+    let mut pass = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--release" => release = true,
+            "--debug" => release = false,
+            _ => pass.push(a.clone()),
+        }
+    }
+    if pass.iter().all(|a| a.starts_with('-')) {
+        bail!("usage: cargo xtask report [--debug] [--out DIR] [--stage NAME]... RUN_DIR...");
+    }
+    let profile = if release { "release" } else { "debug" };
+    let profile_args: &[&str] = if release { &["--release"] } else { &[] };
+    run(cargo()
+        .args(["build", "-p", "interplay"])
+        .args(profile_args))?;
+    let bin = target_dir().join(profile).join("interplay");
+    run(Command::new(&bin).arg("report").args(&pass))
 }
 
 const NEW_PLUGIN_USAGE: &str =

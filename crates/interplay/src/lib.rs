@@ -12,6 +12,8 @@
 //! interplay score --reward fixture-reward batch.jsonl  # score RewardSample lines directly
 //! interplay task gen --ops 2..=20 --per-op 100 --seed 7 --out problems.jsonl
 //! interplay task score --reward reward-process --input completions.jsonl --out scores.jsonl
+//! interplay report runs/rl                              # tables and plots of a run's eval stages
+//! interplay report --out runs/rl/report runs/rl/seed-0 runs/rl/seed-1   # mean ± std over seeds
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,6 +28,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use pipeline::{ExecOptions, Observer, Pipeline, StageReport, StageStatus};
 use stage_api::{Event, Level, RewardSample};
 
+mod report_cmd;
 mod task_cmd;
 
 /// Ctrl-C presses; the executor forwards the first to the running stage and kills it on the second.
@@ -153,6 +156,20 @@ enum Command {
         #[command(subcommand)]
         cmd: task_cmd::TaskCommand,
     },
+    /// Rebuild evaluation reports from finished runs: report.json, report.md and plots (SVG, PNG) of every
+    /// eval stage; over several runs of one pipeline (seeds), each number's mean ± sample std.
+    Report {
+        /// Finished run directories (the run directory of `run`, e.g. runs/rl), all of one pipeline.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Where to write the report (default with one run: RUN_DIR/report; required with several).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Report only this eval stage (repeatable); default: every finished stage whose
+        /// out/report/report.json is an eval report.
+        #[arg(long = "stage", value_name = "NAME")]
+        stages: Vec<String>,
+    },
     /// Score RewardSample JSON lines with a reward plugin; prints one score (or null) per line.
     Score {
         /// Reward plugin name.
@@ -241,6 +258,7 @@ fn dispatch(cli: Cli, argv: &[String]) -> anyhow::Result<ExitCode> {
             check,
             plugins,
         } => schema(&out, &only, check, &plugins.resolve()),
+        Command::Report { runs, out, stages } => report_cmd::run(&runs, out, &stages),
         Command::Task { cmd } => {
             task_cmd::run(cmd)?;
             Ok(ExitCode::SUCCESS)

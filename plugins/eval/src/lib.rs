@@ -5,18 +5,26 @@
 //! [stages.eval]
 //! plugin = "eval"
 //! inputs = { models = ["pretrain.model", "midtrain.model"], data = "data.data" }
-//! config = { dataset = "eval", samples = 8, temperature = 0.7 }
+//! config = { dataset = "eval", samples = 8, temperature = 0.7 }   # + greedy pass@1 (greedy = true by default here)
 //! ```
 //!
 //! Every sample is scored by the task verifier against the gold solution. A sample counts as correct
 //! when it is VerifiedCorrect (every gold step right, the answer right; extra correct steps allowed), the
-//! paper's strict evaluation metric. pass@k is the unbiased estimator `1 - C(n-c, k) / C(n, k)` over the
-//! `n = samples` completions of each problem (the reference aggregates "any of the first k" instead, a
-//! biased, noisier estimate of the same quantity). Answer-only pass@k is reported beside it because the
-//! gap between the two is the reward-hacking signal.
+//! paper's strict evaluation metric. pass@k is by default the unbiased estimator `1 - C(n-c, k) / C(n, k)`
+//! over the `n = samples` completions of each problem; `pass_at_k = "first-k"` computes the reference's
+//! aggregation instead ("any of the first k samples", a noisier estimate of the same quantity).
+//! Answer-only pass@k is reported beside it, and the reward-hacking rate: the share of samples whose
+//! answer is right but which are not VerifiedCorrect (= answer pass@1 - verified pass@1). With
+//! `greedy = true` (the default when `samples > 1`) each problem is also decoded once greedily, and every
+//! cell carries greedy pass@1 beside the sampled pass@k, as the paper reports both.
 //!
-//! Outputs (`report`): `report.json` (everything below, machine-readable), `report.md` (tables for
-//! people) and `completions.jsonl` (every sample with its verdict).
+//! Models are named by the stage that produced them (`pretrain`, `midtrain`, `rl`), or `stage.output`
+//! when two come from one stage.
+//!
+//! Outputs (`report`): `report.json` (the `report` crate's [`report::EvalReport`], format
+//! `interplay/eval-report` version 2: the evaluation set with its SHA-256, the settings, every number),
+//! `report.md` (tables), `plots/<stage>/*.svg|png` and `completions.jsonl` (every sample with its
+//! verdict; `"decode": "sampled"` or `"greedy"`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -28,8 +36,10 @@ use lm::device::OnBackend;
 use lm::sample::{Finish, SampleConfig};
 use lm::tokenizer::Tokenizer;
 use lm::{DeviceSpec, Rng};
+use report::{Bucket, Estimator, EvalReport, EvalSet, ModelReport, ProblemKey, Settings, Verdict};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use stage_api::{ArtifactKind, RunContext, Stage, StageInfo, StageKind};
 use task::dataset::{Record, read_paper_jsonl};
 use task::verify::{GoldGraph, Score, Verifier, VerifyOptions};
@@ -64,22 +74,22 @@ pub struct EvalConfig {
     #[serde(default)]
     pub max_per_cell: usize,
     /// Difficulty buckets as inclusive op ranges. The paper's: in-distribution 2-10, OOD-edge 11-14,
-    /// OOD-hard 15-20.
-    #[serde(default = "paper_buckets")]
+    /// OOD-hard 15-20. A problem outside every bucket counts in no bucket (it still counts per op).
+    #[serde(default = "report::eval::paper_buckets")]
     pub buckets: Vec<Bucket>,
+    /// How pass@k is computed from the `samples` completions of a problem: `unbiased` (the estimator
+    /// `1 - C(n-c, k) / C(n, k)`) or `first-k` (the reference's aggregation: any of the first k samples,
+    /// in the order drawn, is correct).
+    #[serde(default)]
+    pub pass_at_k: Estimator,
+    /// Also decode each problem once greedily and report greedy pass@1 (verified and answer) beside the
+    /// sampled pass@k. Default: true when `samples` > 1. With `temperature = 0` the samples are greedy
+    /// already and nothing is decoded twice.
+    #[serde(default)]
+    pub greedy: Option<bool>,
     /// How completions are verified.
     #[serde(default)]
     pub verify: VerifyOptions,
-}
-
-/// A named, inclusive range of ops.
-#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Bucket {
-    /// Its name in the report, e.g. `ood-edge`.
-    pub name: String,
-    /// `[first, last]` op, both included.
-    pub ops: [u32; 2],
 }
 
 fn default_dataset() -> String {
@@ -97,18 +107,6 @@ fn default_max_new_tokens() -> usize {
 fn default_batch_size() -> usize {
     32
 }
-fn paper_buckets() -> Vec<Bucket> {
-    let b = |name: &str, lo, hi| Bucket {
-        name: name.into(),
-        ops: [lo, hi],
-    };
-    vec![
-        b("in-distribution", 2, 10),
-        b("ood-edge", 11, 14),
-        b("ood-hard", 15, 20),
-    ]
-}
-
 impl EvalConfig {
     fn validate(&self) -> anyhow::Result<()> {
         ensure!(
@@ -150,13 +148,18 @@ impl EvalConfig {
 
     /// The ks reported: powers of two up to `samples`, and `samples` itself.
     pub fn ks(&self) -> Vec<usize> {
-        let mut ks: Vec<usize> = std::iter::successors(Some(1usize), |k| Some(k * 2))
-            .take_while(|&k| k <= self.samples)
-            .collect();
-        if ks.last() != Some(&self.samples) {
-            ks.push(self.samples);
-        }
-        ks
+        report::eval::ks(self.samples)
+    }
+
+    /// Whether greedy pass@1 is reported: `greedy`, by default `samples > 1`; always with temperature 0
+    /// (the samples are the greedy decode).
+    pub fn reports_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.greedy.unwrap_or(self.samples > 1)
+    }
+
+    /// Whether a second, greedy decode runs.
+    fn decodes_greedy(&self) -> bool {
+        self.temperature > 0.0 && self.reports_greedy()
     }
 }
 
@@ -208,15 +211,36 @@ impl Stage for Eval {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
 
-        let models: Vec<(String, std::path::PathBuf)> = ctx
+        let sources: Vec<(String, String)> = ctx
             .inputs("models")
             .iter()
-            .map(|m| (format!("{}.{}", m.stage, m.output), m.path.clone()))
+            .map(|m| (m.stage.clone(), m.output.clone()))
+            .collect();
+        let names = report::eval::model_names(&sources);
+        let models: Vec<(String, String, std::path::PathBuf)> = ctx
+            .inputs("models")
+            .iter()
+            .zip(names)
+            .map(|(m, name)| (name, format!("{}.{}", m.stage, m.output), m.path.clone()))
             .collect();
         ensure!(
             !models.is_empty(),
             "input `models` is not connected: name at least one model, e.g. `models = [\"pretrain.model\"]`"
         );
+        let keys: Vec<ProblemKey> = problems
+            .iter()
+            .map(|r| ProblemKey {
+                op: r.op,
+                context: name_of(&r.template),
+                mode: name_of(&r.mode),
+            })
+            .collect();
+        let eval_set = EvalSet {
+            dataset: config.dataset.clone(),
+            file: format!("{}.jsonl", config.dataset),
+            problems: problems.len(),
+            sha256: eval_set_sha256(&problems),
+        };
 
         let out = ctx.output("report")?.to_path_buf();
         let completions_path = out.join("completions.jsonl");
@@ -224,40 +248,95 @@ impl Stage for Eval {
             std::fs::File::create(&completions_path)
                 .with_context(|| format!("creating {}", completions_path.display()))?,
         );
-        let total = (models.len() * problems.len()) as u64;
+        let greedy_config = EvalConfig {
+            samples: 1,
+            temperature: 0.0,
+            ..config.clone()
+        };
+        let passes: Vec<(&str, &EvalConfig)> = if config.decodes_greedy() {
+            vec![("sampled", &config), ("greedy", &greedy_config)]
+        } else {
+            vec![("sampled", &config)]
+        };
+        let per_model = passes
+            .iter()
+            .map(|(_, c)| (problems.len() * c.samples) as u64)
+            .sum::<u64>();
+        let total = models.len() as u64 * per_model;
+        let ks = config.ks();
         let mut reports = Vec::new();
-        for (mi, (label, dir)) in models.iter().enumerate() {
+        for (mi, (label, source, dir)) in models.iter().enumerate() {
             ctx.log(format!(
-                "{label}: {} problems x {} samples from {}",
+                "{label}: {} problems x {} samples{} from {}",
                 problems.len(),
                 config.samples,
+                if config.decodes_greedy() {
+                    " + 1 greedy"
+                } else {
+                    ""
+                },
                 dir.display()
             ));
-            let scored = device.run(SampleAndScore {
-                config: &config,
-                ctx,
-                dir,
-                problems: &problems,
-                golds: &golds,
-                model_index: mi,
-                total,
-            })??;
-            for (r, samples) in problems.iter().zip(&scored) {
-                for (i, s) in samples.iter().enumerate() {
-                    let line = serde_json::json!({
-                        "model": label, "id": r.id, "op": r.op, "template": r.template, "mode": r.mode, "sample": i,
-                        "completion": s.completion, "finished": s.finished, "answer": s.score.answer,
-                        "outcome": s.score.outcome, "process": s.score.process, "strict": s.score.strict, "verified": s.score.verified,
-                    });
-                    writeln!(completions, "{line}")?;
+            let mut verdicts: Vec<Vec<Vec<Verdict>>> = Vec::new();
+            let mut done = mi as u64 * per_model;
+            for (pass, pass_config) in &passes {
+                let scored = device.run(SampleAndScore {
+                    config: pass_config,
+                    ctx,
+                    dir,
+                    problems: &problems,
+                    golds: &golds,
+                    model_index: mi,
+                    progress: (done, total),
+                })??;
+                done += (problems.len() * pass_config.samples) as u64;
+                for (r, samples) in problems.iter().zip(&scored) {
+                    for (i, s) in samples.iter().enumerate() {
+                        let line = serde_json::json!({
+                            "model": label, "decode": pass, "id": r.id, "op": r.op, "template": r.template, "mode": r.mode, "sample": i,
+                            "completion": s.completion, "finished": s.finished, "answer": s.score.answer,
+                            "outcome": s.score.outcome, "process": s.score.process, "strict": s.score.strict, "verified": s.score.verified,
+                        });
+                        writeln!(completions, "{line}")?;
+                    }
                 }
+                verdicts.push(
+                    scored
+                        .iter()
+                        .map(|samples| samples.iter().map(Scored::verdict).collect())
+                        .collect(),
+                );
             }
-            let report = ModelReport::new(label, &config, &problems, &scored);
+            let sampled = &verdicts[0];
+            let greedy: Option<Vec<Verdict>> = if config.decodes_greedy() {
+                Some(verdicts[1].iter().map(|v| v[0]).collect())
+            } else if config.reports_greedy() {
+                Some(sampled.iter().map(|v| v[0]).collect())
+            } else {
+                None
+            };
+            let report = ModelReport::build(
+                label,
+                source,
+                &keys,
+                &config.buckets,
+                &ks,
+                config.pass_at_k,
+                sampled,
+                greedy.as_deref(),
+            );
             ctx.metric(
                 0,
                 &format!("eval/{label}/verified_pass@1"),
                 report.overall.verified_pass[0],
             );
+            if let Some(g) = &report.overall.greedy {
+                ctx.metric(
+                    0,
+                    &format!("eval/{label}/greedy_verified_pass@1"),
+                    g.verified_pass1,
+                );
+            }
             for (op, cell) in &report.per_op {
                 ctx.metric(
                     0,
@@ -266,28 +345,59 @@ impl Stage for Eval {
                 );
             }
             ctx.log(format!(
-                "{label}: verified pass@1 {:.3}, answer pass@1 {:.3}",
-                report.overall.verified_pass[0], report.overall.answer_pass[0]
+                "{label}: verified pass@1 {:.3}, answer pass@1 {:.3}, hacking {:.3}{}",
+                report.overall.verified_pass[0],
+                report.overall.answer_pass[0],
+                report.overall.hacking_rate,
+                report
+                    .overall
+                    .greedy
+                    .as_ref()
+                    .map(|g| format!(", greedy verified pass@1 {:.3}", g.verified_pass1))
+                    .unwrap_or_default()
             ));
             reports.push(report);
         }
         completions.flush()?;
 
-        let report = Report {
-            dataset: config.dataset.clone(),
-            samples: config.samples,
-            temperature: config.temperature,
-            ks: config.ks(),
+        let report = EvalReport {
+            format: report::eval::EVAL_FORMAT.into(),
+            version: report::eval::EVAL_VERSION,
+            eval_set,
+            settings: Settings {
+                samples: config.samples,
+                temperature: config.temperature,
+                top_p: config.top_p,
+                top_k: config.top_k,
+                max_new_tokens: config.max_new_tokens,
+                estimator: config.pass_at_k,
+                greedy: config.reports_greedy(),
+                verify: serde_json::to_value(config.verify)?,
+            },
+            ks,
+            buckets: config.buckets.clone(),
             models: reports,
         };
         let json_path = out.join("report.json");
         std::fs::write(&json_path, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing {}", json_path.display()))?;
-        let md_path = out.join("report.md");
-        std::fs::write(&md_path, report.markdown())
-            .with_context(|| format!("writing {}", md_path.display()))?;
+        let stage = ctx.request().stage.clone();
+        report::write_report(&out, &report::Summary::of_one(&stage, &report), false)?;
         Ok(())
     }
+}
+
+/// SHA-256 over the evaluated problems, in order: each one's id, prompt and gold solution, each followed
+/// by a NUL byte (what `report.json`'s `eval_set.sha256` records).
+pub fn eval_set_sha256(problems: &[Record]) -> String {
+    let mut h = Sha256::new();
+    for r in problems {
+        for part in [r.id.to_string(), r.prompt(), r.solution.clone()] {
+            h.update(part.as_bytes());
+            h.update([0u8]);
+        }
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// [`sample_and_score`]'s arguments, to run it on the configured device's backend.
@@ -298,7 +408,8 @@ struct SampleAndScore<'a, 'c> {
     problems: &'a [Record],
     golds: &'a [GoldGraph],
     model_index: usize,
-    total: u64,
+    /// Samples decoded before this call, and in the whole stage.
+    progress: (u64, u64),
 }
 
 impl OnBackend for SampleAndScore<'_, '_> {
@@ -311,7 +422,7 @@ impl OnBackend for SampleAndScore<'_, '_> {
             problems,
             golds,
             model_index,
-            total,
+            progress,
         } = self;
         sample_and_score::<B>(
             config,
@@ -321,7 +432,7 @@ impl OnBackend for SampleAndScore<'_, '_> {
             golds,
             device,
             model_index,
-            total,
+            progress,
         )
     }
 }
@@ -351,6 +462,18 @@ struct Scored {
     score: Score,
 }
 
+impl Scored {
+    fn verdict(&self) -> Verdict {
+        Verdict {
+            verified: self.score.verified,
+            answer: self.score.outcome,
+            strict: self.score.strict,
+            process: self.score.process,
+            finished: self.finished,
+        }
+    }
+}
+
 /// Samples `config.samples` completions per problem from the model in `dir` and verifies each.
 #[allow(clippy::too_many_arguments)]
 fn sample_and_score<B: Backend>(
@@ -361,7 +484,7 @@ fn sample_and_score<B: Backend>(
     golds: &[GoldGraph],
     device: B::Device,
     model_index: usize,
-    total: u64,
+    (done_before, total): (u64, u64),
 ) -> anyhow::Result<Vec<Vec<Scored>>> {
     let tok_path = dir.join("tokenizer.json");
     let tokenizer = Tokenizer::from_file(&tok_path)?;
@@ -415,113 +538,13 @@ fn sample_and_score<B: Backend>(
             }
             by_problem[i] = Some(scored);
         }
-        done += chunk.len() as u64;
-        ctx.progress(model_index as u64 * problems.len() as u64 + done, total);
+        done += (chunk.len() * config.samples) as u64;
+        ctx.progress(done_before + done, total);
     }
     Ok(by_problem
         .into_iter()
         .map(|s| s.expect("every problem was decoded"))
         .collect())
-}
-
-/// pass@k by the unbiased estimator: the chance that k of the n samples, drawn without replacement,
-/// contain at least one of the c correct ones.
-pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
-    assert!(
-        k >= 1 && k <= n && c <= n,
-        "pass@k needs 1 <= k <= n and c <= n (n={n}, c={c}, k={k})"
-    );
-    if n - c < k {
-        return 1.0;
-    }
-    // 1 - prod_{i = n-c+1}^{n} (1 - k / i), stable for large n.
-    1.0 - ((n - c + 1)..=n)
-        .map(|i| 1.0 - k as f64 / i as f64)
-        .product::<f64>()
-}
-
-/// The whole report.
-#[derive(Serialize)]
-struct Report {
-    dataset: String,
-    samples: usize,
-    temperature: f64,
-    /// The k of every `*_pass` list below, in order.
-    ks: Vec<usize>,
-    models: Vec<ModelReport>,
-}
-
-/// One model's results, overall and broken down.
-#[derive(Serialize)]
-struct ModelReport {
-    model: String,
-    overall: Cell,
-    per_op: BTreeMap<u32, Cell>,
-    per_bucket: BTreeMap<String, Cell>,
-    per_context: BTreeMap<String, Cell>,
-    per_mode: BTreeMap<String, Cell>,
-}
-
-/// Aggregates over a set of problems.
-#[derive(Serialize, Default)]
-struct Cell {
-    problems: usize,
-    /// Verified pass@k for each k of `Report::ks` (VerifiedCorrect).
-    verified_pass: Vec<f64>,
-    /// Answer-only pass@k for each k.
-    answer_pass: Vec<f64>,
-    /// Strict (no extra step either) pass@1.
-    strict_pass1: f64,
-    /// Mean process accuracy R_pv over all samples.
-    process_mean: f64,
-    /// Share of samples that ended at `</answer>` or `[EOS]` rather than the length limit.
-    finished: f64,
-}
-
-impl ModelReport {
-    fn new(
-        label: &str,
-        config: &EvalConfig,
-        problems: &[Record],
-        scored: &[Vec<Scored>],
-    ) -> ModelReport {
-        let ks = config.ks();
-        let all: Vec<usize> = (0..problems.len()).collect();
-        let cell = |idx: &[usize]| Cell::new(&ks, idx.iter().map(|&i| scored[i].as_slice()));
-        let group = |key: &dyn Fn(&Record) -> Option<String>| {
-            let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-            for (i, r) in problems.iter().enumerate() {
-                if let Some(k) = key(r) {
-                    groups.entry(k).or_default().push(i);
-                }
-            }
-            groups
-                .into_iter()
-                .map(|(k, idx)| (k, cell(&idx)))
-                .collect::<BTreeMap<_, _>>()
-        };
-        let per_op = group(&|r| Some(format!("{:04}", r.op)))
-            .into_iter()
-            .map(|(k, c)| (k.parse().expect("op key"), c))
-            .collect();
-        let per_bucket = group(&|r| {
-            config
-                .buckets
-                .iter()
-                .find(|b| (b.ops[0]..=b.ops[1]).contains(&r.op))
-                .map(|b| b.name.clone())
-        });
-        let per_context = group(&|r| Some(name_of(&r.template)));
-        let per_mode = group(&|r| Some(name_of(&r.mode)));
-        ModelReport {
-            model: label.into(),
-            overall: cell(&all),
-            per_op,
-            per_bucket,
-            per_context,
-            per_mode,
-        }
-    }
 }
 
 /// The serde name of an enum value (`crazy_zootopia`, `normalforward`).
@@ -532,116 +555,11 @@ fn name_of<T: Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
-impl Cell {
-    fn new<'a>(ks: &[usize], problems: impl Iterator<Item = &'a [Scored]>) -> Cell {
-        let mut c = Cell {
-            verified_pass: vec![0.0; ks.len()],
-            answer_pass: vec![0.0; ks.len()],
-            ..Cell::default()
-        };
-        let mut samples = 0usize;
-        for s in problems {
-            c.problems += 1;
-            let n = s.len();
-            let verified = s.iter().filter(|x| x.score.verified).count();
-            let answered = s.iter().filter(|x| x.score.outcome).count();
-            for (j, &k) in ks.iter().enumerate() {
-                c.verified_pass[j] += pass_at_k(n, verified, k);
-                c.answer_pass[j] += pass_at_k(n, answered, k);
-            }
-            c.strict_pass1 += s.iter().filter(|x| x.score.strict).count() as f64 / n as f64;
-            c.process_mean += s.iter().map(|x| x.score.process).sum::<f64>();
-            c.finished += s.iter().filter(|x| x.finished).count() as f64;
-            samples += n;
-        }
-        if c.problems > 0 {
-            let p = c.problems as f64;
-            c.verified_pass
-                .iter_mut()
-                .chain(c.answer_pass.iter_mut())
-                .for_each(|v| *v /= p);
-            c.strict_pass1 /= p;
-            c.process_mean /= samples as f64;
-            c.finished /= samples as f64;
-        }
-        c
-    }
-}
-
-impl Report {
-    fn markdown(&self) -> String {
-        let mut s = format!(
-            "# Evaluation on `{}` ({} sample(s) per problem, temperature {})\n\n\
-             verified = VerifiedCorrect (every gold step and the answer right); answer = the answer alone.\n",
-            self.dataset, self.samples, self.temperature
-        );
-        let head: Vec<String> = self
-            .ks
-            .iter()
-            .map(|k| format!("verified pass@{k}"))
-            .chain(self.ks.iter().map(|k| format!("answer pass@{k}")))
-            .chain(["strict pass@1".into(), "process".into(), "finished".into()])
-            .collect();
-        let row = |name: &str, c: &Cell| {
-            let cells: Vec<String> = c
-                .verified_pass
-                .iter()
-                .chain(&c.answer_pass)
-                .chain([&c.strict_pass1, &c.process_mean, &c.finished])
-                .map(|v| format!("{v:.3}"))
-                .collect();
-            format!("| {name} | {} | {} |\n", c.problems, cells.join(" | "))
-        };
-        for m in &self.models {
-            s += &format!(
-                "\n## {}\n\n| | problems | {} |\n|---|---|{}\n",
-                m.model,
-                head.join(" | "),
-                "---|".repeat(head.len())
-            );
-            s += &row("**all**", &m.overall);
-            for (op, c) in &m.per_op {
-                s += &row(&format!("op {op}"), c);
-            }
-            for (name, c) in m.per_bucket.iter().chain(&m.per_context).chain(&m.per_mode) {
-                s += &row(name, c);
-            }
-        }
-        s
-    }
-}
-
 stage_api::export_stage!(Eval);
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pass_at_k_matches_the_combinatorial_definition() {
-        // 1 - C(n-c, k) / C(n, k), by brute force.
-        fn choose(n: usize, k: usize) -> f64 {
-            if k > n {
-                0.0
-            } else {
-                (0..k).map(|i| (n - i) as f64 / (i + 1) as f64).product()
-            }
-        }
-        for n in 1..=10 {
-            for c in 0..=n {
-                for k in 1..=n {
-                    let want = 1.0 - choose(n - c, k) / choose(n, k);
-                    assert!(
-                        (pass_at_k(n, c, k) - want).abs() < 1e-12,
-                        "n={n} c={c} k={k}"
-                    );
-                }
-            }
-        }
-        assert_eq!(pass_at_k(8, 0, 8), 0.0);
-        assert_eq!(pass_at_k(8, 1, 8), 1.0);
-        assert_eq!(pass_at_k(1, 1, 1), 1.0);
-    }
 
     #[test]
     fn ks_are_powers_of_two_then_n() {
@@ -653,6 +571,45 @@ mod tests {
         assert_eq!(cfg(1).ks(), [1]);
         assert_eq!(cfg(8).ks(), [1, 2, 4, 8]);
         assert_eq!(cfg(6).ks(), [1, 2, 4, 6]);
+    }
+
+    #[test]
+    fn greedy_is_on_by_default_with_several_samples_and_the_estimator_is_named() {
+        let cfg = |json: &str| -> EvalConfig { serde_json::from_str(json).unwrap() };
+        // (config, greedy pass@1 reported, a second, greedy decode)
+        let cases = [
+            (r#"{}"#, true, false),
+            (r#"{"samples": 1, "temperature": 1.0}"#, false, false),
+            (r#"{"samples": 8, "temperature": 1.0}"#, true, true),
+            (
+                r#"{"samples": 8, "temperature": 1.0, "greedy": false}"#,
+                false,
+                false,
+            ),
+            (
+                r#"{"samples": 1, "temperature": 1.0, "greedy": true}"#,
+                true,
+                true,
+            ),
+            (r#"{"greedy": false}"#, true, false),
+        ];
+        for (json, reports, decodes) in cases {
+            let c = cfg(json);
+            assert_eq!(
+                (c.reports_greedy(), c.decodes_greedy()),
+                (reports, decodes),
+                "{json}"
+            );
+        }
+        assert_eq!(cfg("{}").pass_at_k, Estimator::Unbiased);
+        assert_eq!(
+            cfg(r#"{"pass_at_k": "first-k"}"#).pass_at_k,
+            Estimator::FirstK
+        );
+        let err = serde_json::from_str::<EvalConfig>(r#"{"pass_at_k": "first"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("first-k") && err.contains("unbiased"), "{err}");
     }
 
     #[test]

@@ -108,11 +108,34 @@ fn reports_every_breakdown_and_is_reproducible() {
 
     let config = serde_json::json!({ "samples": 4, "temperature": 1.0, "max_new_tokens": 12, "batch_size": 5 });
     let (report, md, completions) = run_eval(&dir, config.clone()).unwrap();
+    assert_eq!(report["format"], "interplay/eval-report");
     assert_eq!(report["ks"], serde_json::json!([1, 2, 4]));
+    assert_eq!(report["eval_set"]["problems"], 12);
+    assert_eq!(report["eval_set"]["file"], "eval.jsonl");
+    assert_eq!(report["eval_set"]["sha256"].as_str().unwrap().len(), 64);
+    assert_eq!(report["settings"]["estimator"], "unbiased");
+    assert_eq!(
+        report["settings"]["greedy"], true,
+        "greedy by default with samples > 1"
+    );
     let m = &report["models"][0];
-    assert_eq!(m["model"], "base.model");
+    assert_eq!(m["model"], "base", "named by its stage");
+    assert_eq!(m["source"], "base.model");
     assert_eq!(m["overall"]["problems"], 12);
-    assert_eq!(completions.lines().count(), 12 * 4, "one line per sample");
+    assert_eq!(m["overall"]["samples"], 12 * 4);
+    assert_eq!(
+        completions.lines().count(),
+        12 * 4 + 12,
+        "one line per sample, and per greedy decode"
+    );
+    assert_eq!(
+        completions.matches(r#""decode":"greedy""#).count(),
+        12,
+        "{completions}"
+    );
+    let g = &m["overall"]["greedy"];
+    assert_eq!(g["verified_pass1"], 0.0);
+    assert_eq!(m["per_op"]["12"]["greedy"]["verified_pass1"], 0.0);
     let mut ops: Vec<u32> = m["per_op"]
         .as_object()
         .unwrap()
@@ -133,11 +156,51 @@ fn reports_every_breakdown_and_is_reproducible() {
     let finished = m["overall"]["finished"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&finished));
     assert!(md.contains("| op 12 | 4 |"), "{md}");
+    let report_dir = dir.join("run/out/report");
+    for plot in [
+        "op-pass1",
+        "op-pass4",
+        "op-greedy-pass1",
+        "pass-at-k-ood-edge",
+    ] {
+        let png = std::fs::read(report_dir.join(format!("plots/eval/{plot}.png"))).unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{plot}");
+        assert!(md.contains(&format!("plots/eval/{plot}.svg")), "{md}");
+    }
+    // What report.json says is what the report crate reads back.
+    report::EvalReport::read(&report_dir.join("report.json")).unwrap();
 
     // Same seed and config: the same bytes.
-    let (again, _, completions_again) = run_eval(&dir, config).unwrap();
+    let (again, _, completions_again) = run_eval(&dir, config.clone()).unwrap();
     assert_eq!(report, again);
     assert_eq!(completions, completions_again);
+
+    // No greedy decode, first-k pass@k, fewer problems: a different evaluation set and settings.
+    let mut other = config.clone();
+    other["greedy"] = false.into();
+    other["pass_at_k"] = "first-k".into();
+    other["max_per_cell"] = 1.into();
+    let (r, _, c) = run_eval(&dir, other).unwrap();
+    assert_eq!(r["settings"]["greedy"], false);
+    assert_eq!(r["settings"]["estimator"], "first-k");
+    assert!(r["models"][0]["overall"].get("greedy").is_none());
+    assert_eq!(c.lines().count(), 6 * 4);
+    assert_eq!(r["eval_set"]["problems"], 6);
+    assert_ne!(r["eval_set"]["sha256"], report["eval_set"]["sha256"]);
+
+    // Greedy decoding alone: its pass@1 is the greedy pass@1, decoded once.
+    let (r, _, c) = run_eval(
+        &dir,
+        serde_json::json!({ "max_new_tokens": 4, "max_per_cell": 1 }),
+    )
+    .unwrap();
+    assert_eq!(r["settings"]["greedy"], true);
+    assert_eq!(r["ks"], serde_json::json!([1]));
+    assert_eq!(c.lines().count(), 6);
+    assert_eq!(
+        r["models"][0]["overall"]["greedy"]["verified_pass1"],
+        r["models"][0]["overall"]["verified_pass"][0]
+    );
 
     // A dataset that is not there is named in the error.
     let err = run_eval(&dir, serde_json::json!({ "dataset": "nope" }))
