@@ -51,6 +51,7 @@ if [ "$DEVICE" = cuda ]; then
   PEER_DEV=cuda
   BENCH100=(--preset paper-100m --seq 1024)
   PEER100=("${BENCH100[@]}")
+  LIMIT100=60
 else
   echo "cpu rehearsal: $(nproc) cores" | tee "$WORK/gpu.txt"
   (while :; do echo "$(date +%s.%N),0,0"; sleep 1; done) > "$OUT/gpu.csv" &
@@ -60,8 +61,13 @@ else
   # Rehearsal only: the 100M model at 2 x 64, training only (its sampling takes minutes on 2 cores).
   BENCH100=(--preset paper-100m --batch 2 --seq 64 --only train)
   PEER100=(--preset paper-100m --batch 2 --seq 64)
+  LIMIT100=90 # AdamW over 103M parameters dominates on 2 cores
 fi
-echo "cubecl.toml: $(grep -E '^cache' cubecl.toml | tr '\n' ' ')"
+# AUTOTUNE=minimal (or balanced, extensive, full) sets cubecl's autotune level for every step; unset: cubecl's
+# default (balanced). A run that compares levels says so in its summary ("autotune").
+[ -n "${AUTOTUNE:-}" ] && export CUBECL_AUTOTUNE_LEVEL=$AUTOTUNE
+echo "cubecl.toml: $(grep -E '^cache' cubecl.toml | tr '\n' ' ')autotune ${CUBECL_AUTOTUNE_LEVEL:-default}"
+echo "${CUBECL_AUTOTUNE_LEVEL:-default}" > "$WORK/autotune.txt"
 
 STEPS=$WORK/steps.tsv
 : > "$STEPS"
@@ -103,15 +109,19 @@ step() {
 }
 
 # 1. Start-up, cold then warm.
-rm -rf target/cubecl target/cuda-cache target/autotune "$HOME/.cache/cubecl" 2>/dev/null
+# cubecl's caches (cubecl.toml, "target"): target/cuda/<version>/ (PTX), target/autotune/<version>/; the driver's:
+# target/cuda-cache. Emptied first, so that the first run is cold.
+caches=(target/cuda target/autotune target/cuda-cache)
+rm -rf "${caches[@]}"
 step startup-cold 100 "$BIN/lm-cli" startup --device "$DEVICE" --json "$WORK/startup-cold.json"
+du -sb "${caches[@]}" 2>/dev/null | tee "$WORK/caches.txt"
 step startup-warm 50 "$BIN/lm-cli" startup --device "$DEVICE" --json "$WORK/startup-warm.json"
 # 2. CPU against the device.
 step device-check 45 "$BIN/lm-cli" device-check --device "$DEVICE" --json "$WORK/device-check.json"
 # 3. Benchmarks: ours, then the peer, on each shape.
 step ours-3m 45 "$BIN/lm-cli" bench --device "$DEVICE" --dp 1 --json "$WORK/ours-3m.json"
 step peer-3m 35 "$PY" scripts/peer_bench.py --device "$PEER_DEV" --json "$WORK/peer-3m.json"
-step ours-100m 60 "$BIN/lm-cli" bench --device "$DEVICE" --dp 1 "${BENCH100[@]}" --json "$WORK/ours-100m.json"
+step ours-100m "$LIMIT100" "$BIN/lm-cli" bench --device "$DEVICE" --dp 1 "${BENCH100[@]}" --json "$WORK/ours-100m.json"
 step peer-100m 35 "$PY" scripts/peer_bench.py --device "$PEER_DEV" "${PEER100[@]}" --json "$WORK/peer-100m.json"
 # 4. The shrunk RL pipeline on the device, to a report.
 overrides=()

@@ -69,6 +69,10 @@ def main():
 
     cold, warm = load(w("startup-cold.json")), load(w("startup-warm.json"))
     startup = {"cold": cold, "warm": warm}
+    if os.path.exists(w("caches.txt")):
+        startup["cache_bytes_after_cold"] = {
+            l.split()[1]: int(l.split()[0]) for l in open(w("caches.txt")) if len(l.split()) == 2
+        }
     if cold and warm:
         for k in ("to_first_token_s", "to_first_step_s", "first_token_s", "first_step_s"):
             startup[f"cold_over_warm_{k}"] = ratio(cold.get(k), warm.get(k))
@@ -110,6 +114,7 @@ def main():
         "device": a.device,
         "machine": gpu,
         "idle_device_mib": idle if a.device == "cuda" else None,
+        "autotune": open(w("autotune.txt")).read().strip() if os.path.exists(w("autotune.txt")) else None,
         "budget_s": a.budget,
         "elapsed_s": round(time.time() - a.t0, 1),
         "steps": steps,
