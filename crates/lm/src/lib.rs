@@ -4,6 +4,8 @@
 
 pub mod bench;
 pub mod checkpoint;
+#[cfg(feature = "collective")]
+pub mod collective;
 pub mod config;
 pub mod data;
 pub mod device;

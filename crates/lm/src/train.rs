@@ -398,6 +398,9 @@ pub struct Trainer<B: AutodiffBackend> {
     host_ws: Vec<host_train::Workspace>,
     /// One rayon pool per replica of the host gradient path when there are several (built on first use).
     replica_pools: Vec<rayon::ThreadPool>,
+    /// Devices of the data-parallel peers ([`Self::on_devices`]); empty: this trainer's device alone.
+    #[cfg(feature = "collective")]
+    devices: Vec<B::Device>,
 }
 
 /// True for the CPU backends, whose gradients [`crate::host_train`] computes on the host (as the sampler
@@ -530,7 +533,20 @@ impl<B: AutodiffBackend> Trainer<B> {
             device,
             host_ws: vec![host_train::Workspace::new()],
             replica_pools: vec![],
+            #[cfg(feature = "collective")]
+            devices: vec![],
         }
+    }
+
+    /// Trains data-parallel over `devices` (feature `collective`): every micro-batch is split into one shard
+    /// per device, each device computes its shard's gradients through burn autodiff, and burn-collective's
+    /// all-reduce sums them ([`crate::collective`]); the optimizer step then runs once, on this trainer's
+    /// device, whose weights every peer copies at the next step. `batch_size` must be a multiple of
+    /// `devices.len()`; `data_parallel` is not used. An empty list goes back to this device alone.
+    #[cfg(feature = "collective")]
+    pub fn on_devices(mut self, devices: Vec<B::Device>) -> Self {
+        self.devices = devices;
+        self
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -554,10 +570,11 @@ impl<B: AutodiffBackend> Trainer<B> {
             "data_parallel {dp} must divide batch_size {}",
             tc.batch_size
         );
-        let (grads, loss_sum) = if host_backend::<B::InnerBackend>() {
-            self.host_grads(&tc, dp)
-        } else {
-            self.burn_grads(&tc, dp)
+        let (grads, loss_sum) = match () {
+            #[cfg(feature = "collective")]
+            _ if !self.devices.is_empty() => self.collective_grads(&tc),
+            _ if host_backend::<B::InnerBackend>() => self.host_grads(&tc, dp),
+            _ => self.burn_grads(&tc, dp),
         };
         let s = self.apply(grads, loss_sum / tc.grad_accum as f64, tc.tokens_per_step());
         if s.is_finite() {
@@ -817,6 +834,44 @@ impl<B: AutodiffBackend> Trainer<B> {
             .into_iter()
             .map(|g| g.expect("grad_accum >= 1"))
             .collect();
+        (grads, loss_sum)
+    }
+
+    /// Summed gradients of all micro-batches and the summed loss, each micro-batch split over
+    /// [`Self::on_devices`]'s devices and all-reduced across them (peer 0's copy, moved to this device).
+    #[cfg(feature = "collective")]
+    fn collective_grads(&mut self, tc: &TrainConfig) -> (Vec<Tensor<B::InnerBackend, 2>>, f64) {
+        let n = self.devices.len();
+        assert!(
+            tc.batch_size.is_multiple_of(n),
+            "{n} devices must divide batch_size {}",
+            tc.batch_size
+        );
+        let mut grads: Vec<Tensor<B::InnerBackend, 2>> = vec![];
+        let mut loss_sum = 0.0;
+        for _ in 0..tc.grad_accum {
+            let batch = self.corpus().next_batch(tc.batch_size);
+            let denom = batch.weights.iter().sum::<f32>().max(1.0) as f64 * tc.grad_accum as f64;
+            let peers = crate::collective::data_parallel_grads(
+                &self.model,
+                &batch,
+                denom,
+                tc.document_mask,
+                &self.devices,
+            )
+            .unwrap_or_else(|e| panic!("data-parallel step over {n} devices: {e:#}"));
+            // Fixed order (peer 0, 1, ...): deterministic.
+            for p in &peers {
+                loss_sum += p.nll * tc.grad_accum as f64 / denom;
+            }
+            let g0 = peers.into_iter().next().expect("one peer per device").grads;
+            let g0 = g0.into_iter().map(|g| g.to_device(&self.device));
+            grads = if grads.is_empty() {
+                g0.collect()
+            } else {
+                grads.into_iter().zip(g0).map(|(a, g)| a + g).collect()
+            };
+        }
         (grads, loss_sum)
     }
 

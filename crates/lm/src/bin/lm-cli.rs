@@ -3,6 +3,7 @@
 //!     cargo run --release -p lm --bin lm-cli -- export-tiny DIR     # random tiny checkpoint + our logits
 //!     cargo run --release -p lm --bin lm-cli -- bench [--device cpu|cpu-flex|cpu-ndarray|cuda] [--json FILE]
 //!     cargo run --release -p lm --features cuda --bin lm-cli -- device-check --device cuda  # CPU vs GPU
+//!     cargo run --release -p lm --bin lm-cli -- startup [--device D] [--json FILE]  # first token, first step
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -16,8 +17,9 @@ fn main() -> Result<()> {
         }
         Some("bench") => lm::bench::main(&args[1..]),
         Some("device-check") => lm::bench::device_check(&args[1..]),
+        Some("startup") => lm::bench::startup(&args[1..]),
         _ => bail!(
-            "usage: lm-cli export-tiny DIR | lm-cli bench [--device D] [--json FILE] | lm-cli device-check [--device D]"
+            "usage: lm-cli export-tiny DIR | lm-cli bench [--device D] [--json FILE] | lm-cli device-check [--device D] [--json FILE] | lm-cli startup [--device D] [--json FILE]"
         ),
     }
 }
