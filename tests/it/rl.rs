@@ -222,7 +222,11 @@ edge_filter = { candidates = 12, samples = 4, max_pass_at_1 = 0.5 }"#,
         "stages.rl.config.edge_filter.max_pass_at_1=1.0",
     ]));
     let report = json(&sb.stage("rl").join("out/report/report.json"));
-    assert_eq!(report["edge_filter"]["kept"], 12, "{}", report["edge_filter"]);
+    assert_eq!(
+        report["edge_filter"]["kept"], 12,
+        "{}",
+        report["edge_filter"]
+    );
 }
 
 #[test]

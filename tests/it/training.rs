@@ -178,9 +178,8 @@ fn pretraining_mixes_in_other_corpora_and_its_tokenizer_learns_from_more_dataset
     let vocab = |sb: &Sandbox| {
         std::fs::read_to_string(sb.stage("pretrain").join("out/model/tokenizer.json")).unwrap()
     };
-    let events = |sb: &Sandbox| {
-        std::fs::read_to_string(sb.stage("pretrain").join("events.jsonl")).unwrap()
-    };
+    let events =
+        |sb: &Sandbox| std::fs::read_to_string(sb.stage("pretrain").join("events.jsonl")).unwrap();
     let quick = "+stages.eval.config.max_per_cell=1";
 
     // The zoo corpus alone: no teachers' town in the vocabulary.
@@ -199,7 +198,11 @@ fn pretraining_mixes_in_other_corpora_and_its_tokenizer_learns_from_more_dataset
         r#"+stages.pretrain.config.mix=[{dataset="teachers",fraction=0.1}]"#,
     ]));
     assert!(vocab(&sb).contains("Hawkesbury"), "{t}");
-    assert!(events(&sb).contains("mixing in 31 records of"), "{}", events(&sb));
+    assert!(
+        events(&sb).contains("mixing in 31 records of"),
+        "{}",
+        events(&sb)
+    );
 
     for (mix, expected) in [
         (

@@ -465,7 +465,12 @@ mod tests {
         let logits = [0.0f32, (3.0f64).ln() as f32, (6.0f64).ln() as f32]; // p = 0.1, 0.3, 0.6
         let p = [0.1f64, 0.3, 0.6];
         let h: f64 = -p.iter().map(|q| q * q.ln()).sum::<f64>();
-        let (tok, lp, ent) = pick(&logits, &SampleConfig::greedy(1), &mut Rng::new(0), &mut vec![]);
+        let (tok, lp, ent) = pick(
+            &logits,
+            &SampleConfig::greedy(1),
+            &mut Rng::new(0),
+            &mut vec![],
+        );
         assert_eq!(tok, 2);
         assert!((lp as f64 - 0.6f64.ln()).abs() < 1e-6, "log-prob {lp}");
         assert!((ent as f64 - h).abs() < 1e-6, "entropy {ent} against {h}");
@@ -508,8 +513,16 @@ mod tests {
             let full = crate::grpo::token_logprobs(&m, &batch, cfg.temperature);
             let first = p.len() - 1;
             for (j, (lp, h)) in s.logprobs.iter().zip(&s.entropy).enumerate() {
-                assert!((lp - full.logp[first + j]).abs() < 1e-4, "token {j}: {lp} against {}", full.logp[first + j]);
-                assert!((h - full.entropy[first + j]).abs() < 1e-4, "token {j}: entropy {h} against {}", full.entropy[first + j]);
+                assert!(
+                    (lp - full.logp[first + j]).abs() < 1e-4,
+                    "token {j}: {lp} against {}",
+                    full.logp[first + j]
+                );
+                assert!(
+                    (h - full.entropy[first + j]).abs() < 1e-4,
+                    "token {j}: entropy {h} against {}",
+                    full.entropy[first + j]
+                );
             }
         }
     }

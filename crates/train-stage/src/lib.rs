@@ -358,7 +358,14 @@ pub fn pretrain(config: PretrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Res
         tokenizer_datasets: config.tokenizer_datasets.clone(),
         model: config.model.clone(),
     };
-    dispatch(ctx, &config.dataset, config.held_out, &config.train, start, mixes)
+    dispatch(
+        ctx,
+        &config.dataset,
+        config.held_out,
+        &config.train,
+        start,
+        mixes,
+    )
 }
 
 /// Runs the `midtrain` stage.
@@ -370,7 +377,14 @@ pub fn midtrain(config: MidtrainConfig, ctx: &mut RunContext<'_>) -> anyhow::Res
         .collect();
     check_mixes(&mixes)?;
     let start = Start::From(ctx.input("model")?.to_path_buf());
-    dispatch(ctx, &config.dataset, config.held_out, &config.train, start, mixes)
+    dispatch(
+        ctx,
+        &config.dataset,
+        config.held_out,
+        &config.train,
+        start,
+        mixes,
+    )
 }
 
 fn dispatch(

@@ -1322,7 +1322,8 @@ impl Env<'_, '_> {
             let ref_logp = (c.kl_coef > 0.0)
                 .then(|| lm::grpo::token_logprobs(reference, &batch, c.temperature).logp);
             let forwarded = (batch.rows * batch.seq_len) as u64;
-            let passes = (c.old_logprobs == OldLogprobs::Recompute) as u64 + ref_logp.is_some() as u64;
+            let passes =
+                (c.old_logprobs == OldLogprobs::Recompute) as u64 + ref_logp.is_some() as u64;
             compute.logprob_tokens += forwarded * passes;
             for (e, w) in old.entropy.iter().zip(&batch.weights) {
                 entropy_sum += (*e * *w) as f64;
@@ -1389,7 +1390,12 @@ impl Env<'_, '_> {
 
     /// π_old's log-probs and entropies as the sampler computed them, laid out like `batch` (the rows `rows` of
     /// [`Self::rollout_batch`]): the completion's token j of a prompt of length p is the target at p - 1 + j.
-    fn sampled_logprobs(&self, r: &Rollouts, rows: &[usize], batch: &Batch) -> lm::grpo::TokenLogprobs {
+    fn sampled_logprobs(
+        &self,
+        r: &Rollouts,
+        rows: &[usize],
+        batch: &Batch,
+    ) -> lm::grpo::TokenLogprobs {
         let n = batch.rows * batch.seq_len;
         let (mut logp, mut entropy) = (vec![0.0f32; n], vec![0.0f32; n]);
         for (row, &i) in rows.iter().enumerate() {
