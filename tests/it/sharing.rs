@@ -362,3 +362,115 @@ fn a_failing_seed_stops_the_loop_naming_the_seed_and_its_run_directory() {
         2
     );
 }
+
+/// `--seeds` end to end on the real stages: data (its own seed) -> pretrain (a few steps of `tiny-test`) ->
+/// eval, once per seed through [`xtask::seeds::SeedPlan`], then the aggregate report over the seed runs.
+const REAL: &str = r#"
+[pipeline]
+name = "seeded"
+seed = 0
+
+[stages.data]
+plugin = "datagen"
+seed = 7
+[stages.data.config]
+preset = "cpu"
+eval = [{ name = "eval", seed = 1, ops = [2, 3], contexts = ["crazy_zootopia"], modes = ["normalforward"], per_cell = 3 }]
+train = [{ name = "pretrain", seed = 2, ops = { "2" = 1.0, "3" = 1.0 }, contexts = { crazy_zootopia = 1.0 }, modes = { normalforward = 1.0 }, budget = { records = 200 } }]
+
+[stages.pretrain]
+plugin = "pretrain"
+inputs = { data = "data.data" }
+config = { model = "tiny-test", held_out = 10, train = { seq_len = 64, batch_size = 4, token_budget = 1280, data_parallel = 1 } }
+
+[stages.eval]
+plugin = "eval"
+inputs = { models = ["pretrain.model"], data = "data.data" }
+config = { samples = 2, temperature = 1.0, max_new_tokens = 24, buckets = [{ name = "id", ops = [2, 3] }] }
+"#;
+
+#[test]
+fn seeds_give_one_run_each_and_an_aggregate_whose_mean_and_spread_match_the_per_seed_reports() {
+    let sb = Sandbox::new(REAL);
+    let parent = PathBuf::from("runs/seeded");
+    let seeds = xtask::seeds::parse_seeds("0,1,2").unwrap();
+    let plan = xtask::seeds::SeedPlan::new(&parent, &seeds, &[]);
+    plan.run(|| seed_runner(&sb, &[])).unwrap();
+    let o = runner()
+        .current_dir(sb.path())
+        .args(plan.report_args())
+        .output()
+        .unwrap();
+    let t = ok(o);
+    let per_seed: Vec<Value> = seeds
+        .iter()
+        .map(|s| {
+            json_file(
+                &sb.path()
+                    .join(&parent)
+                    .join(format!("seed-{s}/stages/eval/out/report/report.json")),
+            )
+        })
+        .collect();
+    // Data ran once and was shared; the model, and so its samples, differ per seed.
+    let data_attempts: Vec<usize> = seeds
+        .iter()
+        .map(|s| {
+            attempts(
+                &sb.path()
+                    .join(&parent)
+                    .join(format!("seed-{s}/stages/data")),
+            )
+        })
+        .collect();
+    assert_eq!(data_attempts, [1, 0, 0]);
+    let agg = json_file(&sb.path().join(&parent).join("report/report.json"));
+    assert_eq!(agg["runs"].as_array().unwrap().len(), 3, "{t}");
+    let model = &agg["stages"][0]["models"][0];
+    assert_eq!(model["model"], "pretrain");
+    let mut compared = 0;
+    for cell in ["overall", "per_bucket"] {
+        let (agg_cell, seed_cells): (&Value, Vec<&Value>) = if cell == "overall" {
+            (
+                &model["overall"],
+                per_seed
+                    .iter()
+                    .map(|r| &r["models"][0]["overall"])
+                    .collect(),
+            )
+        } else {
+            (
+                &model["per_bucket"]["id"],
+                per_seed
+                    .iter()
+                    .map(|r| &r["models"][0]["per_bucket"]["id"])
+                    .collect(),
+            )
+        };
+        for key in ["process_mean", "finished", "hacking_rate"] {
+            let values: Vec<f64> = seed_cells
+                .iter()
+                .map(|c| c[key].as_f64().unwrap())
+                .collect();
+            let mean = values.iter().sum::<f64>() / 3.0;
+            let std = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+            let a = &agg_cell[key];
+            assert!(
+                (a["mean"].as_f64().unwrap() - mean).abs() < 1e-12,
+                "{cell}.{key}: {a} vs {values:?}"
+            );
+            assert!(
+                (a["std"].as_f64().unwrap() - std).abs() < 1e-12,
+                "{cell}.{key}: {a} vs {values:?}"
+            );
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 6);
+    // The seeds differ somewhere, or the spread above proves nothing.
+    let overall: Vec<String> = per_seed
+        .iter()
+        .map(|r| r["models"][0]["overall"].to_string())
+        .collect();
+    assert!(overall.iter().any(|o| *o != overall[0]), "{overall:?}");
+}
