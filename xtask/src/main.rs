@@ -225,10 +225,7 @@ fn pipeline(args: &[String]) -> anyhow::Result<()> {
     let profile_args: &[&str] = if release { &["--release"] } else { &[] };
 
     // 1. The runner, which knows how to read pipelines.
-    run(cargo()
-        .args(["build", "-p", "interplay"])
-        .args(profile_args))?;
-    let bin = target_dir().join(profile).join("interplay");
+    let bin = build_runner(release)?;
 
     // 2. Ask it what the pipeline needs.
     let out = Command::new(&bin)
@@ -363,13 +360,21 @@ fn report(args: &[String]) -> anyhow::Result<()> {
     if pass.iter().all(|a| a.starts_with('-')) {
         bail!("usage: cargo xtask report [--debug] [--out DIR] [--stage NAME]... RUN_DIR...");
     }
-    let profile = if release { "release" } else { "debug" };
-    let profile_args: &[&str] = if release { &["--release"] } else { &[] };
+    let bin = build_runner(release)?;
+    run(Command::new(&bin).arg("report").args(&pass))
+}
+
+/// Builds the runner (`cargo build -p interplay`, release or debug) and returns its path.
+fn build_runner(release: bool) -> anyhow::Result<PathBuf> {
+    let (profile, profile_args): (&str, &[&str]) = if release {
+        ("release", &["--release"])
+    } else {
+        ("debug", &[])
+    };
     run(cargo()
         .args(["build", "-p", "interplay"])
         .args(profile_args))?;
-    let bin = target_dir().join(profile).join("interplay");
-    run(Command::new(&bin).arg("report").args(&pass))
+    Ok(target_dir().join(profile).join("interplay"))
 }
 
 const NEW_PLUGIN_USAGE: &str =

@@ -236,13 +236,7 @@ fn startup_run<B: AutodiffBackend>(
     generate(&model.valid(), &prompts, &sc, &mut rng);
     let second_token_s = t.elapsed().as_secs_f64();
     mark("second generation call");
-    let docs: Vec<Vec<u32>> = (0..4 * train_batch + 1)
-        .map(|_| {
-            (0..train_seq)
-                .map(|_| 10 + rng.below(cfg.vocab_size - 10) as u32)
-                .collect()
-        })
-        .collect();
+    let docs = random_docs(&mut rng, cfg.vocab_size, 4 * train_batch + 1, train_seq);
     let data = PackedData::new(docs, LossOn::All, Packing::Stream, train_seq, 0, false);
     let tc = TrainConfig {
         seq_len: train_seq,
@@ -280,6 +274,17 @@ fn startup_run<B: AutodiffBackend>(
     }
 }
 
+/// `n` documents of `len` random tokens above the 10 special ids, as the peer benchmark feeds.
+fn random_docs(rng: &mut Rng, vocab_size: usize, n: usize, len: usize) -> Vec<Vec<u32>> {
+    (0..n)
+        .map(|_| {
+            (0..len)
+                .map(|_| 10 + rng.below(vocab_size - 10) as u32)
+                .collect()
+        })
+        .collect()
+}
+
 fn number(v: Option<&String>, flag: &str) -> Result<usize> {
     let n: usize = v
         .with_context(|| format!("{flag} needs a number"))?
@@ -302,13 +307,12 @@ pub fn run<B: AutodiffBackend>(
 ) -> BenchResult {
     let mut rng = Rng::new(0);
     // Random tokens, as the peer uses: enough whole blocks for every step.
-    let docs: Vec<Vec<u32>> = (0..TRAIN_STEPS * train_batch + 1)
-        .map(|_| {
-            (0..train_seq)
-                .map(|_| 10 + rng.below(cfg.vocab_size - 10) as u32)
-                .collect()
-        })
-        .collect();
+    let docs = random_docs(
+        &mut rng,
+        cfg.vocab_size,
+        TRAIN_STEPS * train_batch + 1,
+        train_seq,
+    );
     let data = PackedData::new(docs, LossOn::All, Packing::Stream, train_seq, 0, false);
     let tc = TrainConfig {
         seq_len: train_seq,
@@ -514,13 +518,7 @@ struct ProbeResult {
 fn probe<B: AutodiffBackend>(cfg: &ModelConfig, device: B::Device) -> ProbeResult {
     let mut rng = Rng::new(7);
     let (rows, t) = (4, 96);
-    let docs: Vec<Vec<u32>> = (0..3 * rows + 1)
-        .map(|_| {
-            (0..t)
-                .map(|_| 10 + rng.below(cfg.vocab_size - 10) as u32)
-                .collect()
-        })
-        .collect();
+    let docs = random_docs(&mut rng, cfg.vocab_size, 3 * rows + 1, t);
     let model = Qwen2::<B>::init(cfg, 0, &device);
     let x: Vec<i32> = docs[..rows].iter().flatten().map(|&x| x as i32).collect();
     let logits = model

@@ -147,6 +147,16 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Opens a stage's `events.jsonl` for appending (the parent is its only writer).
+fn open_events(dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = dir.join("events.jsonl");
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
 const STDERR_TAIL: usize = 20;
 
 fn stderr_tail(path: &Path) -> Vec<String> {
@@ -386,12 +396,8 @@ pub fn execute(
                         break;
                     }
                     Err(why) => {
-                        let mut events = OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(dir.join("events.jsonl"))?;
                         writeln!(
-                            events,
+                            open_events(&dir)?,
                             "{}",
                             json!({ "t": now(), "type": "not_shared", "from": std::path::absolute(src)?, "reason": why })
                         )?;
@@ -426,12 +432,8 @@ pub fn execute(
                     &dir.join("outcome.json"),
                     &serde_json::to_vec_pretty(&report)?,
                 )?;
-                let mut events = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("events.jsonl"))?;
                 writeln!(
-                    events,
+                    open_events(&dir)?,
                     "{}",
                     json!({ "t": now(), "type": "shared", "fingerprint": fp, "from": from,
                             "files_linked": found.linked, "files_copied": found.copied })
@@ -492,10 +494,7 @@ pub fn execute(
         write_atomic(&request_path, &serde_json::to_vec_pretty(&request)?)?;
 
         // ---- run it in a child process
-        let mut events = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join("events.jsonl"))?;
+        let mut events = open_events(&dir)?;
         writeln!(
             events,
             "{}",
