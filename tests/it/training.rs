@@ -223,4 +223,8 @@ fn pretraining_mixes_in_other_corpora_and_its_tokenizer_learns_from_more_dataset
         let t = crate::support::text(&out);
         assert!(t.contains(expected), "{mix}: {t}");
     }
+    let out = sb.run(&[r#"+stages.pretrain.config.tokenizer_datasets=["nope"]"#]);
+    assert!(!out.status.success());
+    let t = crate::support::text(&out);
+    assert!(t.contains("`tokenizer_datasets[0]` = \"nope\""), "{t}");
 }
